@@ -1,0 +1,1 @@
+"""The synthetic audio-visual data set: generator and TFDS builder."""
