@@ -1,0 +1,255 @@
+"""Shared layers: a stride-2 transposed convolution with a fast kernel gradient, and small blocks.
+
+Transposed convolution and its custom VJP
+-----------------------------------------
+`conv_transpose_4x4s2(x, kernel)` is the 4x4, stride-2 transposed convolution that maps
+``[N, H, W, Ci] -> [N, 2H, 2W, Co]`` (the shape behaviour of PyTorch's
+``ConvTranspose2d(k=4, s=2, p=1)``). The kernel follows Flax's ``nn.ConvTranspose`` convention
+(``transpose_kernel=False``, layout ``[4, 4, Ci, Co]``): the value equals
+``lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)))``, i.e. a stride-1 correlation of the
+2x-dilated input, padded by 2 on each side, with ``kernel``.
+
+XLA:CPU differentiates that expression with respect to the kernel through a slow generic
+convolution path (jax-ml/jax#31662, openxla/xla#34273). We supply the gradients ourselves, using
+the fact that a transposed convolution is the input-gradient of a strided forward convolution.
+In one spatial dimension (the 2D case applies the same on both axes) with the dilated input
+``xd[2i] = x[i]`` (zero elsewhere):
+
+    y[p, o] = sum_{k, c} xd[p + k - 2, c] K[k, c, o]            p in [0, 2H), k in [0, 4)
+            = sum_{i, k : p = 2i - k + 2} x[i, c] K[k, c, o].
+
+Write ``Kf[k', o, c] = K[3 - k', c, o]`` (spatial flip, input/output channels swapped) and let
+``F(g; W)[i, c] = sum_{k', o} g[2i - 1 + k', o] W[k', o, c]`` be the ordinary 4x4 convolution with
+stride 2 and padding 1 (``[N, 2H, 2W, Co] -> [N, H, W, Ci]``). With cotangent ``g = dL/dy``:
+
+* input gradient: ``dL/dx[i, c] = sum_k g[2i + 2 - k, o] K[k, c, o] = F(g; Kf)[i, c]`` -- the
+  forward strided convolution of the cotangent with the flipped, channel-swapped kernel;
+* kernel gradient: ``dL/dK[k, c, o] = sum_{n, i} x[n, i, c] g[n, 2i + 2 - k, o]``. Substituting
+  ``k = 3 - k'`` gives ``sum_{n, i} g[n, 2i - 1 + k', o] x[n, i, c]``, which is exactly the kernel
+  gradient of ``F(g; W)`` evaluated with *input* ``g`` and *cotangent* ``x`` (the roles of the
+  layer input and the output cotangent are swapped), flipped back and channel-swapped:
+  ``dL/dK = flipswap(dF/dW^T x)``.
+
+Both are computed with the strided forward convolution and its standard weight gradient, which
+XLA:CPU runs on its fast path. The bias is added outside the custom VJP (autodiff sums ``g``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+
+_DN = ("NHWC", "HWIO", "NHWC")
+# Padding of the dilated input in the transposed convolution (k - 1 - p with k=4, p=1).
+_TRANSPOSE_PAD = ((2, 2), (2, 2))
+# Padding of the equivalent strided forward convolution (PyTorch's p=1).
+_FORWARD_PAD = ((1, 1), (1, 1))
+
+
+def _check_conv_transpose_args(x: Array, kernel: Array) -> None:
+  if x.ndim != 4:
+    raise ValueError(f"conv_transpose_4x4s2: x must be [N, H, W, C], got shape {x.shape}")
+  if kernel.ndim != 4 or kernel.shape[:2] != (4, 4):
+    raise ValueError(
+        f"conv_transpose_4x4s2: kernel must be [4, 4, Ci, Co], got shape {kernel.shape}")
+  if kernel.shape[2] != x.shape[-1]:
+    raise ValueError(
+        f"conv_transpose_4x4s2: kernel input channels {kernel.shape[2]} != x channels "
+        f"{x.shape[-1]}")
+
+
+def conv_transpose_4x4s2_plain(x: Array, kernel: Array) -> Array:
+  """Reference 4x4 stride-2 transposed convolution, differentiated by plain autodiff.
+
+  Args:
+    x: ``[N, H, W, Ci]`` input.
+    kernel: ``[4, 4, Ci, Co]`` kernel in ``nn.ConvTranspose`` layout (not flipped).
+
+  Returns:
+    ``[N, 2H, 2W, Co]``.
+  """
+  _check_conv_transpose_args(x, kernel)
+  return lax.conv_transpose(x, kernel, (2, 2), _TRANSPOSE_PAD, dimension_numbers=_DN)
+
+
+def _flipswap(kernel: Array) -> Array:
+  """``[4, 4, A, B] -> [4, 4, B, A]`` with both spatial axes reversed."""
+  return jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+
+
+def _strided_conv(g: Array, w: Array) -> Array:
+  """4x4 stride-2 padding-1 convolution, ``[N, 2H, 2W, A] x [4, 4, A, B] -> [N, H, W, B]``."""
+  return lax.conv_general_dilated(g, w, (2, 2), _FORWARD_PAD, dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv_transpose_4x4s2(x: Array, kernel: Array) -> Array:
+  """4x4 stride-2 transposed convolution with a fast custom VJP (see the module docstring).
+
+  Same value as `conv_transpose_4x4s2_plain`; gradients are computed with strided forward
+  convolutions.
+
+  Args:
+    x: ``[N, H, W, Ci]`` input.
+    kernel: ``[4, 4, Ci, Co]`` kernel in ``nn.ConvTranspose`` layout.
+
+  Returns:
+    ``[N, 2H, 2W, Co]`` with the dtype of ``x``/``kernel``.
+  """
+  return conv_transpose_4x4s2_plain(x, kernel)
+
+
+def _ct_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+  return conv_transpose_4x4s2_plain(x, kernel), (x, kernel)
+
+
+def _ct_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+  x, kernel = res
+  kf = _flipswap(kernel)  # [4, 4, Co, Ci]: the kernel of the equivalent strided conv.
+  dx = _strided_conv(g, kf)
+  _, conv_vjp = jax.vjp(lambda w: _strided_conv(g, w), kf)
+  (dkf,) = conv_vjp(x)
+  return dx.astype(x.dtype), _flipswap(dkf).astype(kernel.dtype)
+
+
+conv_transpose_4x4s2.defvjp(_ct_fwd, _ct_bwd)
+
+
+def _flatten_leading(x: Array) -> tuple[Array, tuple[int, ...]]:
+  lead = x.shape[:-3]
+  return x.reshape((-1,) + x.shape[-3:]), lead
+
+
+class ConvTranspose4x4s2(nn.Module):
+  """4x4 stride-2 transposed convolution (H -> 2H) over one or several concatenated inputs.
+
+  ``__call__(*inputs)`` behaves like the convolution of ``concatenate(inputs, axis=-1)`` with a
+  single ``[4, 4, sum(Ci), features]`` kernel, but each part is convolved separately and the
+  results are summed with broadcasting over the leading axes. A skip connection shared by
+  several conditionings (leading shape ``[B, 1, 1]`` against ``[B, U, S]``) is therefore
+  convolved once, not once per conditioning. The parameter layout equals ``nn.ConvTranspose``'s.
+
+  Attributes:
+    features: output channels.
+    use_bias: add a learned bias.
+    impl: ``"custom"`` (fast custom VJP) or ``"plain"`` (autodiff of ``lax.conv_transpose``).
+    dtype: computation dtype (inputs and kernel are cast to it); params stay ``param_dtype``.
+  """
+  features: int
+  use_bias: bool = True
+  impl: str = "custom"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
+  bias_init: Callable[..., Array] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, *inputs: Array) -> Array:
+    """Args: inputs ``[..., H, W, Ci]`` with the same H, W and broadcastable leading axes.
+
+    Returns:
+      ``[..., 2H, 2W, features]`` (leading axes broadcast together).
+    """
+    if not inputs:
+      raise ValueError("ConvTranspose4x4s2 needs at least one input")
+    if self.impl not in ("custom", "plain"):
+      raise ValueError(f"ConvTranspose4x4s2.impl must be 'custom' or 'plain', got {self.impl!r}")
+    spatial = inputs[0].shape[-3:-1]
+    for x in inputs:
+      if x.ndim < 4 or x.shape[-3:-1] != spatial:
+        raise ValueError(
+            f"ConvTranspose4x4s2: inputs must be [..., H, W, C] with equal H, W; got "
+            f"{[tuple(v.shape) for v in inputs]}")
+    channels = [x.shape[-1] for x in inputs]
+    kernel = self.param("kernel", self.kernel_init, (4, 4, sum(channels), self.features),
+                        self.param_dtype)
+    kernel = kernel.astype(self.dtype)
+    fn = conv_transpose_4x4s2 if self.impl == "custom" else conv_transpose_4x4s2_plain
+    out = None
+    start = 0
+    for x, c in zip(inputs, channels):
+      flat, lead = _flatten_leading(x.astype(self.dtype))
+      y = fn(flat, kernel[:, :, start:start + c])
+      y = y.reshape(lead + y.shape[1:])
+      out = y if out is None else out + y
+      start += c
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      out = out + bias.astype(self.dtype)
+    return out
+
+
+class ConvBNAct(nn.Module):
+  """Conv -> BatchNorm (optional) -> activation, NHWC.
+
+  Attributes:
+    features: output channels.
+    kernel_size / strides / padding: as ``nn.Conv`` (padding is explicit pairs or a string).
+    use_norm: apply BatchNorm (PyTorch momentum 0.1 == Flax momentum 0.9, eps 1e-5).
+    act: activation applied last (``None`` for identity).
+  """
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  strides: tuple[int, int] = (1, 1)
+  padding: Any = ((1, 1), (1, 1))
+  use_norm: bool = True
+  use_bias: bool = True
+  act: Callable[[Array], Array] | None = nn.relu
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding,
+                use_bias=self.use_bias, dtype=self.dtype)(x)
+    if self.use_norm:
+      x = batch_norm(train, self.dtype)(x)
+    if self.act is not None:
+      x = self.act(x)
+    return x
+
+
+def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None,
+               scale_init: Callable[..., Array] = nn.initializers.ones) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults (momentum 0.1 -> Flax 0.9, eps 1e-5)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      scale_init=scale_init, name=name)
+
+
+def leaky_relu_02(x: Array) -> Array:
+  """LeakyReLU with slope 0.2 (pix2pix / Sound-of-Pixels U-Net)."""
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-6) -> Array:
+  """``x / max(||x||, eps)`` along ``axis`` (a zero vector stays zero; no NaN gradient)."""
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
+def resolve_dtype(name: Any) -> Dtype:
+  """Maps ``"float32" | "bfloat16" | "float16"`` (or a dtype) to a jnp dtype."""
+  table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+  if isinstance(name, str):
+    if name not in table:
+      raise ValueError(f"config.model.dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+  return jnp.dtype(name)
+
+
+__all__: Sequence[str] = (
+    "ConvBNAct",
+    "ConvTranspose4x4s2",
+    "batch_norm",
+    "conv_transpose_4x4s2",
+    "conv_transpose_4x4s2_plain",
+    "l2_normalize",
+    "leaky_relu_02",
+    "resolve_dtype",
+)

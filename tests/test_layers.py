@@ -1,0 +1,103 @@
+"""Tests for asmp_jax.models.layers: the custom-VJP transposed convolution."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asmp_jax.models import layers
+
+
+def _rel_err(a, b):
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 3, 7), (1, 4, 6, 1, 2), (3, 1, 1, 5, 4)])
+def test_custom_vjp_matches_plain_float64(shape):
+  n, h, w, ci, co = shape
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, h, w, ci)), jnp.float64)
+    k = jnp.asarray(rng.normal(size=(4, 4, ci, co)), jnp.float64)
+    g = jnp.asarray(rng.normal(size=(n, 2 * h, 2 * w, co)), jnp.float64)
+
+    y_plain, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
+    y_fast, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    assert y_fast.shape == (n, 2 * h, 2 * w, co)
+    assert y_fast.dtype == jnp.float64
+    assert _rel_err(y_fast, y_plain) <= 1e-12
+    for a, b in zip(vjp_fast(g), vjp_plain(g)):
+      assert a.shape == b.shape
+      assert _rel_err(a, b) <= 1e-6
+
+
+def test_plain_equals_flax_conv_transpose_and_torch_shape():
+  """The plain formulation is nn.ConvTranspose(k=4, s=2, 'SAME') and doubles H, W."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 4, 5, 3)), jnp.float64)
+    ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", param_dtype=jnp.float64,
+                           dtype=jnp.float64)
+    variables = ref.init(jax.random.key(0), x)
+    y_ref = ref.apply(variables, x)
+    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+    y = layers.conv_transpose_4x4s2_plain(x, kernel) + bias
+    assert y.shape == (2, 8, 10, 5)
+    assert _rel_err(y, y_ref) <= 1e-12
+
+
+def test_module_grads_with_bias_and_split_inputs_match_flax_float64():
+  """Module (custom VJP, 2 broadcast parts) == nn.ConvTranspose on the concatenation."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(2)
+    a = jnp.asarray(rng.normal(size=(2, 3, 4, 4, 3)), jnp.float64)   # [B, C6, H, W, 3]
+    b = jnp.asarray(rng.normal(size=(2, 1, 4, 4, 5)), jnp.float64)   # shared over axis 1
+    mod = layers.ConvTranspose4x4s2(7, dtype=jnp.float64, param_dtype=jnp.float64,
+                                    bias_init=nn.initializers.normal(1.0))
+    params = mod.init(jax.random.key(1), a, b)["params"]
+    ref = nn.ConvTranspose(7, (4, 4), strides=(2, 2), padding="SAME", dtype=jnp.float64,
+                           param_dtype=jnp.float64)
+    target = jnp.asarray(rng.normal(size=(2, 3, 8, 8, 7)), jnp.float64)
+
+    def loss_mod(p, a, b):
+      return jnp.sum(jnp.sin(mod.apply({"params": p}, a, b)) * target)
+
+    def loss_ref(p, a, b):
+      cat = jnp.concatenate([a, jnp.broadcast_to(b, a.shape[:-1] + (5,))], -1)
+      y = ref.apply({"params": p}, cat.reshape((-1, 4, 4, 8))).reshape(2, 3, 8, 8, 7)
+      return jnp.sum(jnp.sin(y) * target)
+
+    v1, g1 = jax.value_and_grad(loss_mod, argnums=(0, 1, 2))(params, a, b)
+    v2, g2 = jax.value_and_grad(loss_ref, argnums=(0, 1, 2))(params, a, b)
+    assert abs(float(v1) - float(v2)) <= 1e-9 * abs(float(v2))
+    for x1, x2 in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+      assert x1.shape == x2.shape
+      assert _rel_err(x1, x2) <= 1e-6
+
+
+def test_custom_vjp_bfloat16_runs_and_is_close():
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.bfloat16)
+  k = jnp.asarray(rng.normal(size=(4, 4, 8, 6)) * 0.1, jnp.bfloat16)
+  gk_fast = jax.grad(lambda k: jnp.sum(layers.conv_transpose_4x4s2(x, k).astype(jnp.float32)))(k)
+  gk_plain = jax.grad(
+      lambda k: jnp.sum(layers.conv_transpose_4x4s2_plain(x, k).astype(jnp.float32)))(k)
+  assert gk_fast.dtype == jnp.bfloat16
+  assert _rel_err(gk_fast, gk_plain) < 2e-2
+
+
+def test_bad_shapes_raise():
+  with pytest.raises(ValueError, match="kernel"):
+    layers.conv_transpose_4x4s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((3, 3, 3, 2)))
+  with pytest.raises(ValueError, match="impl"):
+    layers.ConvTranspose4x4s2(2, impl="fast").init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
+
+
+def test_l2_normalize_unit_and_zero_safe():
+  x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+  y = layers.l2_normalize(x)
+  np.testing.assert_allclose(np.asarray(y), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
+  g = jax.grad(lambda x: jnp.sum(layers.l2_normalize(x)))(x)
+  assert np.all(np.isfinite(np.asarray(g)))
