@@ -1,0 +1,109 @@
+"""The default configuration tree shared by every file in `configs/`.
+
+Each `configs/<name>.py` calls :func:`base_config` and overrides what differs, following the
+flax/examples convention of one `get_config()` per file. Every key that the code reads exists here,
+so `--config.<key>=<value>` on the command line can override it and a misspelt key is refused by
+name (the config is locked by `launch.py`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Source slots per video: 2 auditory objects + 1 background (paper §4.1).
+MAX_AUDITORY = 2
+NUM_SLOTS = MAX_AUDITORY + 1
+# Nodes per graph: 2 auditory + 20 context + 1 background (paper §4.1).
+MAX_CONTEXT = 20
+MAX_NODES = MAX_AUDITORY + MAX_CONTEXT + 1
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Paper settings (ASMP, NeurIPS 2022, §4.1 and DESIGN.md §2) on the synthetic data set."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---------------------------------------------------------------- data
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "synthetic"  # synthetic | asiw | ave
+  d.data_dir = ""  # TFDS data_dir; "" -> ~/tensorflow_datasets or $TFDS_DATA_DIR
+  d.builder_config = "default"  # synthetic: default | tiny | hard
+  d.manual_dir = ""  # ASIW/AVE: where the user put the downloaded files
+  d.sample_rate = 11025
+  d.crop_samples = 65535  # ~5.94 s crops (paper and public code)
+  d.window_frames = 8  # l = 8 frames per window (1 s at 8 fps)
+  d.num_videos = 2  # mix-and-separate of U = 2 clips
+  d.gain_range = (0.5, 1.5)
+  d.normalise_mix = False  # public code divides the mixture by N; the paper does not
+  d.max_nodes = MAX_NODES
+  d.max_auditory = MAX_AUDITORY
+  d.worker_count = 0  # grain worker processes (0 = in the training process)
+  d.prefetch_buffer = 2
+
+  # ---------------------------------------------------------------- preprocessing (graph building)
+  c.graph = g = ml_collections.ConfigDict()
+  g.feature_extractor = "hog_color"  # hog_color | precomputed | sidecar
+  g.detections = "noisy"  # synthetic: noisy (simulated detector) | exact (ground-truth boxes)
+  g.depth = "provider"  # provider (sidecar/MiDaS files) | flat
+  g.flow = "provider"  # provider (sidecar/RAFT files) | opencv (DIS on decoded frames)
+  g.iou_threshold = 0.1  # gamma, context nodes (paper §4.1)
+  g.min_context_score = 0.4  # public code
+  g.edge_mode = "chamfer"  # chamfer (ASMP) | equal (AVSGS) | multiscale (ablation)
+  g.rbf_percentile = 25.0
+  g.rectify = True  # LK + ICP rectification to the window's reference frame
+  g.no_motion_thresholds = (0.02, 0.02, 0.1)  # (u/W, v/H, depth) per window, see graph.motion
+
+  # ---------------------------------------------------------------- model
+  c.model = m = ml_collections.ConfigDict()
+  m.node_feature_dim = 0  # filled from the data set's feature size at run time
+  m.node_hidden = 1024
+  m.embed_dim = 512
+  m.gat_heads = 4
+  m.gat_head_dim = 64
+  m.edgeconv_dim = 256
+  m.num_slots = NUM_SLOTS
+  m.num_videos = 2
+  m.unet_width_mult = 1.0
+  m.num_classes = 0  # K = auditory classes + background; filled from the data set
+  m.num_direction_classes = 10  # 10 or 28
+  m.dir_window_cols = 46
+  m.dir_window_stride = 42
+  m.num_dir_windows = 6
+  m.cls_width = 64
+  m.cls_blocks = (2, 2, 2, 2)
+  m.graph_mode = "asmp"  # asmp | equal (AVSGS) | single_node (Co-Separation) | no_vision
+  m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
+
+  # ---------------------------------------------------------------- losses
+  c.loss = lo = ml_collections.ConfigDict()
+  lo.lambda_cons = 0.05
+  lo.lambda_cyc = 1.0
+  lo.lambda_ortho = 1.0
+  lo.lambda_dir = 0.05
+  lo.mask_target = "ibm"  # ibm (paper) | ratio (public code)
+
+  # ---------------------------------------------------------------- optimisation
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 25  # global batch of mixtures (public code: 25 pairs on one GPU)
+  t.num_train_steps = 50_000  # public code: 50k iterations
+  t.learning_rate = 1e-4
+  t.lr_decay_every = 15_000  # x0.1 every 15k steps
+  t.lr_decay_factor = 0.1
+  t.weight_decay = 1e-4
+  t.b1 = 0.9
+  t.b2 = 0.999
+  t.log_every = 50
+  t.eval_every = 2_000
+  t.checkpoint_every = 1_000
+  t.max_to_keep = 3
+
+  # ---------------------------------------------------------------- evaluation
+  c.eval = e = ml_collections.ConfigDict()
+  e.split = "test"
+  e.num_pairs = 200  # fixed, seeded test pairs
+  e.seed = 1234
+  e.window_hop_s = 1.0  # sliding-window hop for whole clips (public code: 0.05 s)
+  e.batch_size = 8
+  e.val_batches = 4  # batches of the validation split per periodic evaluation
+  e.num_audio_summaries = 2
+  return c
