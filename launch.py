@@ -1,0 +1,36 @@
+"""Trains and evaluates ASMP.
+
+  python launch.py --config=configs/synthetic.py --workdir=runs/synthetic
+  python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/tiny --config.train.num_train_steps=20
+
+Rerunning the same command resumes from the latest checkpoint in --workdir.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Imported here so --helpfull stays fast and JAX is configured by flags first.
+  import jax  # pylint: disable=g-import-not-at-top
+  from asmp_jax import distributed  # pylint: disable=g-import-not-at-top
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+
+  distributed.initialize()
+  logging.info("JAX process %d/%d, local devices %s, global device count %d",
+               jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
+  train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
