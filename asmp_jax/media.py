@@ -159,7 +159,7 @@ def _open_input(path: str) -> Iterator[Any]:
 
 def _ffmpeg_reason(e: Exception) -> str:
   strerror = getattr(e, "strerror", None)
-  return strerror or type(e).__name__
+  return strerror or str(e) or type(e).__name__
 
 
 def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
@@ -434,7 +434,7 @@ def write_video(
   frames = _check_frames(path, frames)
   rate = _fps_fraction(path, fps)
   ext = os.path.splitext(path)[1].lower()
-  wav = None
+  wav, sr = None, 0
   if audio is not None:
     wav, sr = audio
     sr = int(sr)
@@ -443,16 +443,18 @@ def write_video(
     wav = _prepare_wav_for_writing(path, wav)
     if wav.shape[0] == 0:
       raise MediaError(path, "audio track has zero samples")
+    if wav.ndim == 2 and wav.shape[1] not in (1, 2):
+      raise MediaError(path, f"can mux mono or stereo audio only, got {wav.shape[1]} channels")
     if audio_codec is None:
       if ext not in _AUDIO_CODEC_FOR_CONTAINER:
         raise MediaError(path, f"no default audio codec for '{ext}' containers; pass audio_codec")
       audio_codec = _AUDIO_CODEC_FOR_CONTAINER[ext]
-  _, h, w, _ = frames.shape
   with _atomic_target(path) as tmp:
     try:
-      _encode(tmp, frames, rate, codec, crf, wav, sr if wav is not None else 0, audio_codec)
-    except av.FFmpegError as e:
-      raise MediaError(path, f"encoding failed ({_ffmpeg_reason(e)})") from e
+      _encode(tmp, frames, rate, codec, crf, wav, sr, audio_codec)
+    except (av.FFmpegError, av.codec.codec.UnknownCodecError) as e:
+      raise MediaError(path, f"encoding with video codec {codec!r} / audio codec {audio_codec!r} "
+                       f"failed ({_ffmpeg_reason(e)})") from e
 
 
 def _encode(
@@ -481,10 +483,7 @@ def _encode(
     vstream.options = options
     astream = None
     if wav is not None:
-      channels = 1 if wav.ndim == 1 else wav.shape[1]
-      layout = {1: "mono", 2: "stereo"}.get(channels)
-      if layout is None:
-        raise MediaError(tmp, f"can mux mono or stereo audio only, got {channels} channels")
+      layout = "mono" if wav.ndim == 1 or wav.shape[1] == 1 else "stereo"
       astream = container.add_stream(audio_codec, rate=sr, layout=layout)
       astream.codec_context.thread_count = 1
     for image in frames:
@@ -499,7 +498,7 @@ def _encode_audio(container: Any, astream: Any, wav: np.ndarray) -> None:
   """Feeds ``wav`` to ``astream`` in the encoder's sample format; PyAV re-frames to frame_size."""
   planar = np.ascontiguousarray((wav[:, None] if wav.ndim == 1 else wav).T)  # [C, L]
   layout = "mono" if planar.shape[0] == 1 else "stereo"
-  chunk = 4096
+  chunk = 4096  # samples per frame handed to the encoder (it re-frames to its own frame_size)
   pts = 0
   for start in range(0, planar.shape[1], chunk):
     block = np.ascontiguousarray(planar[:, start:start + chunk])

@@ -4,6 +4,7 @@ import hashlib
 import os
 import warnings
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -189,6 +190,37 @@ def test_audio_muxed_into_video_reads_back(tmp_path, ext):
   assert frames.shape == (8, 32, 48, 3)
 
 
+def test_stereo_flac_track_in_mkv_keeps_channels(tmp_path):
+  left, right = _tone(500.0, SR, 0.5, amp=0.5), _tone(1500.0, SR, 0.5, amp=0.25)
+  stereo = np.stack([left, right], axis=1)
+  path = tmp_path / "st.mkv"
+  media.write_video(path, _frames(t=4), 8.0, audio=(stereo, SR))
+  assert media.probe(path)["audio_channels"] == 2
+  out, _ = media.load_audio(path, mono=False)
+  np.testing.assert_allclose(out, stereo, atol=1.0 / 32768 + 1e-7)
+  mono, _ = media.load_audio(path, target_sr=22050)
+  assert mono.shape == (2 * stereo.shape[0],)
+
+
+def test_audio_only_m4a_goes_through_pyav(tmp_path):
+  """An AAC .m4a (which libsndfile cannot read), written here with PyAV directly."""
+  sr_file = 22050
+  wav = _tone(880.0, sr_file, 1.0, amp=0.4)
+  path = tmp_path / "clip.m4a"
+  with av.open(str(path), mode="w") as container:
+    stream = container.add_stream("aac", rate=sr_file, layout="mono")
+    frame = av.AudioFrame.from_ndarray(wav[None], format="fltp", layout="mono")
+    frame.sample_rate, frame.pts = sr_file, 0
+    container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+  out, orig_sr = media.load_audio(path, target_sr=SR)
+  assert orig_sr == sr_file
+  assert abs(out.shape[0] - SR) <= 1
+  assert abs(_peak_freq(out, SR) - 880.0) <= 2.0
+  mid = out[SR // 4: 3 * SR // 4]
+  np.testing.assert_allclose(np.sqrt(2 * np.mean(mid**2)), 0.4, rtol=0.05)
+
+
 def test_write_video_rejects_bad_input(tmp_path):
   path = tmp_path / "bad.mp4"
   with pytest.raises(media.MediaError, match="bad.mp4.*even"):
@@ -197,6 +229,10 @@ def test_write_video_rejects_bad_input(tmp_path):
     media.write_video(path, np.zeros((2, 32, 32, 3), np.float32), 10.0)
   with pytest.raises(media.MediaError, match="bad.mp4.*fps"):
     media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 0.0)
+  with pytest.raises(media.MediaError, match="bad.mp4.*'no-such-codec'"):
+    media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 10.0, codec="no-such-codec")
+  with pytest.raises(media.MediaError, match="bad.mp4.*NaN"):
+    media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 10.0, audio=(np.full(10, np.nan), SR))
   assert os.listdir(tmp_path) == []
 
 
@@ -218,6 +254,13 @@ def test_text_file_renamed_mp4(tmp_path):
     with pytest.raises(media.MediaError, match="fake.mp4") as e:
       fn(path)
     assert "\n" not in str(e.value)
+
+
+def test_text_file_renamed_wav(tmp_path):
+  path = tmp_path / "fake.wav"
+  path.write_text("not audio either\n" * 20)
+  with pytest.raises(media.MediaError, match="fake.wav.*unreadable"):
+    media.load_audio(path)
 
 
 def test_truncated_mp4(tmp_path):
