@@ -96,6 +96,26 @@ def test_chamfer_kdtree_path_matches_dense_path():
   assert kd == pytest.approx(dense, rel=1e-9)
 
 
+def test_chamfer_is_translation_invariant_far_from_origin():
+  rng = np.random.default_rng(8)
+  p, q = rng.random((30, 3)), rng.random((20, 3))
+  far = np.array([1e5, -2e5, 3e4])
+  assert graph.chamfer_distance(p + far, q + far) == pytest.approx(
+      graph.chamfer_distance(p, q), rel=1e-6)
+  assert graph.pairwise_chamfer([p + far, q + far])[0, 1] == pytest.approx(
+      graph.chamfer_distance(p, q), rel=1e-6)
+  assert graph.chamfer_distance(p + far, p + far) < 1e-6
+
+
+def test_bilinear_sample_affine_exact_clamped_and_nan():
+  vv, uu = np.mgrid[0:5, 0:7].astype(float)
+  img = 2.0 * uu - 3.0 * vv + 1.0
+  x, y = np.array([0.5, 3.25, 6.0, -4.0, 100.0, np.nan]), np.array([0.5, 2.75, 4.0, 1.0, 9.0, 1.0])
+  out = graph.bilinear_sample(img, x, y)
+  np.testing.assert_allclose(out[:3], 2.0 * x[:3] - 3.0 * y[:3] + 1.0)
+  assert out[3] == img[1, 0] and out[4] == img[4, 6] and np.isnan(out[5])
+
+
 def test_chamfer_empty_is_inf():
   assert graph.chamfer_distance(np.zeros((0, 3)), np.ones((3, 3))) == np.inf
 
@@ -122,9 +142,9 @@ def test_pairwise_chamfer_matches_pairs_and_handles_empty():
         assert mat[i, j] == pytest.approx(brute_chamfer(clouds[i], clouds[j]), rel=1e-9)
 
 
-def test_pairwise_chamfer_chunking():
+def test_pairwise_chamfer_large_clouds():
   rng = np.random.default_rng(3)
-  clouds = [rng.random((700, 3)), rng.random((600, 3)) + 0.5]  # 1300 rows > one chunk
+  clouds = [rng.random((700, 3)), rng.random((600, 3)) + 0.5]
   assert graph.pairwise_chamfer(clouds)[0, 1] == pytest.approx(
       graph.chamfer_distance(*clouds), rel=1e-9)
 

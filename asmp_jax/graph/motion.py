@@ -24,18 +24,20 @@ from typing import Sequence
 import numpy as np
 
 from asmp_jax.graph import geometry
-from asmp_jax.graph import rectify
+from asmp_jax.graph import rectify as rectify_lib
 
 # Label for a displacement that could not be measured (NaN: empty box, box left the frame).
 INVALID_CLASS = -1
 
-# Default "no motion" thresholds on |d| per axis (x, y, z). x and y are fractions of the frame
-# width/height: 0.01 is ~2 px at 224 px over one 1-s window, around the accumulated error of a
-# classical or RAFT flow chained over 7 frame pairs, so anything below is indistinguishable from
-# a static object. z is in depth units; 0.01 matches the synthetic data's normalised depth and
-# should be raised for raw MiDaS inverse depth (the public code's 0.6/0.6/0.3 were in its own,
-# un-normalised units and do not transfer).
-DEFAULT_THRESHOLDS = (0.01, 0.01, 0.01)
+# Default "no motion" thresholds on |d| per axis (x, y, z), the same as the default of
+# ``config.graph.no_motion_thresholds`` (asmp_jax.preprocess). x and y are fractions of the frame
+# width/height: 0.02 is ~4.5 px at 224 px over one 1-s window, around the error of an optical flow
+# chained over 7 frame pairs, so slower image motion cannot be told from a static object. z is in
+# the depth provider's units: 0.1 is small against real depth motion in the synthetic scenes
+# (objects at 2-8 scene units moving 1-3 units/s in depth) yet above the median noise of a
+# monocular depth map normalised to a few units. The public code's 0.6/0.6/0.3 were in its own,
+# un-normalised units and do not transfer; raw MiDaS inverse depth needs its own z threshold.
+DEFAULT_THRESHOLDS = (0.02, 0.02, 0.1)
 
 _VALID_NUM_CLASSES = (10, 28)
 
@@ -195,7 +197,8 @@ def object_displacement(box: np.ndarray | Sequence[float], flow_ref_to_f: np.nda
   depth_ref = np.asarray(depth_ref)
   depth_f = np.asarray(depth_f)
   flow = np.asarray(flow_ref_to_f)
-  if depth_ref.ndim != 2 or depth_f.shape != depth_ref.shape or flow.shape != depth_ref.shape + (2,):
+  if (depth_ref.ndim != 2 or depth_f.shape != depth_ref.shape
+      or flow.shape != depth_ref.shape + (2,)):
     raise ValueError(f"flow_ref_to_f [H, W, 2], depth_ref and depth_f [H, W] must agree, got "
                      f"{flow.shape}, {depth_ref.shape}, {depth_f.shape}")
   height, width = depth_ref.shape
@@ -220,7 +223,8 @@ def object_displacement(box: np.ndarray | Sequence[float], flow_ref_to_f: np.nda
 
 def window_displacements(frames: np.ndarray, depths: np.ndarray, flows: np.ndarray,
                          boxes_per_object: np.ndarray,
-                         rectification: rectify.WindowRectification | None = None) -> np.ndarray:
+                         rectification: rectify_lib.WindowRectification | None = None,
+                         rectify: bool = True) -> np.ndarray:
   """Per-object displacement ``d_i`` over one window (reference = frame 0, target = last frame).
 
   Args:
@@ -229,8 +233,9 @@ def window_displacements(frames: np.ndarray, depths: np.ndarray, flows: np.ndarr
     flows: float [l-1, H, W, 2] frame-to-frame flows.
     boxes_per_object: float [O, 4] boxes in the reference frame.
     rectification: precomputed :func:`asmp_jax.graph.rectify.rectify_window` result; computed
-      from ``frames`` and ``depths`` when None. Frames where it fell back (``valid = False``) use
-      the identity.
+      from ``frames`` and ``depths`` when None (and ``rectify``). Frames where it fell back
+      (``valid = False``) use the identity.
+    rectify: False skips rectification (identity transform: the camera is assumed static).
 
   Returns:
     float64 [O, 3] displacements (NaN rows: unknown, see :func:`object_displacement`).
@@ -245,9 +250,12 @@ def window_displacements(frames: np.ndarray, depths: np.ndarray, flows: np.ndarr
   if depths.shape != frames.shape[:3] or flows.shape != (num - 1,) + frames.shape[1:3] + (2,):
     raise ValueError(f"expected frames [l, H, W, 3], depths [l, H, W], flows [l-1, H, W, 2]; got "
                      f"{frames.shape}, {depths.shape}, {flows.shape}")
-  if rectification is None:
-    rectification = rectify.rectify_window(frames, depths)
+  if not rectify:
+    transform = None
+  else:
+    if rectification is None:
+      rectification = rectify_lib.rectify_window(frames, depths)
+    transform = rectification.transform(num - 1)
   flow = compose_flow(flows)
-  transform = rectification.transform(num - 1)
   return np.stack([object_displacement(b, flow, depths[0], depths[-1], transform)
                    for b in boxes]).reshape(-1, 3)
