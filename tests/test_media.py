@@ -2,7 +2,8 @@
 
 import hashlib
 import os
-import warnings
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -147,9 +148,9 @@ def test_video_round_trip_within_codec_tolerance(tmp_path):
   assert out.shape == frames.shape and out.dtype == np.uint8
   assert fps == pytest.approx(8.0)
   err = np.abs(out.astype(np.int16) - frames.astype(np.int16))
-  assert err.mean() < 3.5, err.mean()  # 8-bit limited-range YUV, 4:2:0 chroma, crf 18
+  assert err.mean() < 2.5, err.mean()  # 8-bit limited-range YUV, 4:2:0 chroma, crf 18
   psnr = 10 * np.log10(255.0**2 / np.mean(err.astype(np.float64) ** 2))
-  assert psnr > 35.0, psnr
+  assert psnr > 38.0, psnr
   first2, _ = media.read_video(path, max_frames=2)
   np.testing.assert_array_equal(first2, out[:2])
   info = media.probe(path)
@@ -161,10 +162,16 @@ def test_video_round_trip_within_codec_tolerance(tmp_path):
 
 def test_lossless_x264_is_exact_and_output_is_deterministic(tmp_path):
   frames = _frames(t=3)
-  a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+  a, b, c = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"
   media.write_video(a, frames, 10.0, crf=18)
   media.write_video(b, frames, 10.0, crf=18)
-  assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+  # ... and in a fresh process, where the first encode runs on freshly allocated buffers.
+  np.save(tmp_path / "frames.npy", frames)
+  code = ("import sys, numpy as np; from asmp_jax import media; "
+          "media.write_video(sys.argv[2], np.load(sys.argv[1]), 10.0, crf=18)")
+  subprocess.run([sys.executable, "-c", code, str(tmp_path / "frames.npy"), str(c)], check=True)
+  digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, c)}
+  assert len(digests) == 1
   # Gray frames survive yuv420p exactly in lossless mode (no chroma to subsample).
   gray = np.repeat(frames[..., :1], 3, axis=-1)
   media.write_video(a, gray, 10.0, crf=0)
