@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import fractions
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -275,14 +275,15 @@ def _atomic_target(path: str) -> Iterator[str]:
   """Yields a temporary path in ``path``'s directory; renames it onto ``path`` on success.
 
   The temporary name keeps ``path``'s extension so writers that infer the format from it work.
-  On any exception the temporary file is removed and ``path`` is left untouched.
+  The writer creates the file itself, so it gets the usual permissions (0666 minus the umask;
+  ``tempfile.mkstemp`` would leave it owner-only). On any exception the temporary file is removed
+  and ``path`` is left untouched.
   """
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
     raise MediaError(path, f"output directory {directory} does not exist")
   base, ext = os.path.splitext(os.path.basename(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
-  os.close(fd)
+  tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp{ext}")
   try:
     yield tmp
     os.replace(tmp, path)

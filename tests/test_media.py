@@ -135,6 +135,10 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
   out, _ = media.load_audio(path)
   assert out.shape == (50,)
   assert sorted(os.listdir(tmp_path)) == ["x.wav"]
+  # Written files get the usual permissions (0666 minus the umask), not mkstemp's 0600.
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 # ---------------------------------------------------------------------------------- video
