@@ -1,0 +1,365 @@
+"""ASMP training losses (paper §3.4, eq. 1-4). Pure functions; per-example values, then the mean.
+
+Shapes: ``B`` examples (mixtures), ``U`` videos per mixture, ``S`` source slots per video
+(``S - 1`` auditory + background), ``K`` sound classes (background included), ``Wd`` direction
+windows, ``D`` direction classes, ``H x W`` the (warped) spectrogram grid.
+
+Permutation-invariant cross-entropy (eq. 2 and 3)
+-------------------------------------------------
+The GRU does not separate sources in a known order, so predictions are matched to labels by the
+permutation of minimum summed cross-entropy. With a validity mask ``valid [..., S]`` (shared by the
+predictions and the labels of a video: slot ``i`` is used iff ``valid[i]``):
+
+* a permutation ``sigma`` of the ``S`` slots is *admissible* iff it maps valid slots to valid slots
+  (``valid[sigma(i)] == valid[i]`` for all ``i``), i.e. valid predictions are matched only with
+  valid labels and invalid slots only among themselves;
+* its cost is ``sum_{i valid} w[sigma(i)] * CE(logits_i, labels_sigma(i))`` (invalid slots cost
+  nothing; ``w`` is an optional per-label weight, 1 by default);
+* the loss is the minimum cost over admissible permutations (the identity always is one).
+
+Restricted to the valid slots this is exactly the minimum over ``S_{N_u + 1}`` of eq. 2, whatever
+the positions of the ``N_u + 1`` valid slots. Permutations are enumerated at trace time
+(``S! <= 720``). The gradient flows through the minimising permutation (ties share it equally).
+
+Direction loss (eq. 3): by default one permutation *per window* (as the paper writes it); the slots'
+validity is ``source_mask`` and a window whose label is unknown (``dir_valid`` False for a valid
+source) only drops that label's cross-entropy (weight 0), it does not change which slots permute.
+``share_permutation=True`` instead reuses, for every window, the assignment that minimised the
+consistency loss (one identity per source for the whole clip; the per-window minimum lets the
+direction head swap identities between windows).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+MAX_PERMUTATION_SLOTS = 6
+MASK_TARGETS = ("ibm", "ratio")
+
+
+@lru_cache(maxsize=None)
+def _permutations(num_slots: int) -> np.ndarray:
+  """All permutations of ``range(num_slots)`` as an int array ``[S!, S]``."""
+  return np.asarray(list(itertools.permutations(range(num_slots))), np.int32)
+
+
+def pairwise_cross_entropy(logits: Array, labels: Array) -> Array:
+  """``cost[..., i, j] = -log softmax(logits[..., i, :])[labels[..., j]]``.
+
+  Args:
+    logits: ``[..., S, C]``.
+    labels: ``[..., S]`` int (out-of-range values are clipped; mask them out with ``valid``).
+
+  Returns:
+    ``[..., S, S]`` float32.
+  """
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  c = logits.shape[-1]
+  lab = jnp.clip(labels.astype(jnp.int32), 0, c - 1)
+  # idx[..., i, j] = labels[..., j]; gather along the class axis of row i.
+  idx = jnp.broadcast_to(lab[..., None, :], lab.shape[:-1] + (lab.shape[-1], lab.shape[-1]))
+  return -jnp.take_along_axis(logp, idx, axis=-1)
+
+
+def permutation_match(logits: Array, labels: Array, valid: Array | None = None,
+                      label_weight: Array | None = None) -> tuple[Array, Array]:
+  """Minimum-cost matching of prediction slots to label slots (module docstring).
+
+  Args:
+    logits: ``[..., S, C]``.
+    labels: ``[..., S]`` int.
+    valid: ``[..., S]`` bool or None (all valid).
+    label_weight: ``[..., S]`` float/bool weight of each label's cross-entropy, or None (1).
+
+  Returns:
+    ``(cost [...], assignment [..., S])``: the minimum summed cross-entropy and, for each
+    prediction slot ``i``, the label slot ``assignment[..., i] = sigma(i)`` it was matched with.
+  """
+  s = logits.shape[-2]
+  if labels.shape != logits.shape[:-1]:
+    raise ValueError(f"labels shape {labels.shape} must equal logits.shape[:-1] "
+                     f"{logits.shape[:-1]}")
+  if s > MAX_PERMUTATION_SLOTS:
+    raise ValueError(f"permutation matching over S={s} slots is limited to "
+                     f"{MAX_PERMUTATION_SLOTS} ({s}! permutations)")
+  perms = _permutations(s)                                     # [P, S]
+  cost = pairwise_cross_entropy(logits, labels)                # [..., S, S]
+  rows = np.broadcast_to(np.arange(s, dtype=np.int32), perms.shape)
+  matched = cost[..., rows, perms]                             # [..., P, S]
+  if valid is None:
+    valid = jnp.ones(labels.shape, bool)
+  valid = jnp.broadcast_to(valid.astype(bool), labels.shape)
+  if label_weight is not None:
+    w = jnp.broadcast_to(label_weight.astype(jnp.float32), labels.shape)
+    matched = matched * w[..., perms]
+  pred_valid = valid[..., None, :]                             # [..., 1, S]
+  label_valid = valid[..., perms]                              # [..., P, S]
+  admissible = jnp.all(pred_valid == label_valid, axis=-1)     # [..., P]
+  per_perm = jnp.sum(jnp.where(pred_valid, matched, 0.0), axis=-1)
+  per_perm = jnp.where(admissible, per_perm, jnp.inf)
+  best = jnp.argmin(per_perm, axis=-1)
+  assignment = jnp.asarray(perms)[best]
+  return jnp.min(per_perm, axis=-1), assignment
+
+
+def permutation_min_cross_entropy(logits: Array, labels: Array,
+                                  valid: Array | None = None) -> Array:
+  """Minimum over permutations of the S label slots of the summed cross-entropy.
+
+  Args:
+    logits: ``[..., S, C]`` unnormalised scores.
+    labels: ``[..., S]`` int class indices.
+    valid: optional ``[..., S]`` bool; invalid slots contribute nothing and are matched only
+      among themselves (module docstring), which equals eq. 2 over the valid slots.
+
+  Returns:
+    ``[...]`` float32.
+  """
+  return permutation_match(logits, labels, valid)[0]
+
+
+def _mean(per_example: Array) -> Array:
+  return jnp.mean(per_example)
+
+
+def consistency_loss(cons_logits: Array, class_labels: Array,
+                     source_mask: Array) -> tuple[Array, Array]:
+  """Eq. 2: per video the permutation-minimum CE over its valid slots, summed over videos.
+
+  Args:
+    cons_logits: ``[B, U, S, K]``.
+    class_labels: ``[B, U, S]`` int.
+    source_mask: ``[B, U, S]`` bool.
+
+  Returns:
+    ``(loss, per_example [B])`` with ``loss = mean(per_example)``.
+  """
+  cost, _ = permutation_match(cons_logits, class_labels, source_mask)
+  per_example = jnp.sum(cost, axis=-1)
+  return _mean(per_example), per_example
+
+
+def direction_loss(dir_logits: Array, dir_labels: Array, dir_valid: Array, *,
+                   source_mask: Array | None = None, share_permutation: bool = False,
+                   assignment: Array | None = None) -> tuple[Array, Array]:
+  """Eq. 3: per window the permutation-minimum CE, summed over windows and videos.
+
+  Args:
+    dir_logits: ``[B, U, S, Wd, D]``.
+    dir_labels: ``[B, U, S, Wd]`` int.
+    dir_valid: ``[B, U, S, Wd]`` bool: the label of that slot and window is known.
+    source_mask: ``[B, U, S]`` bool. When given, it defines which slots permute and ``dir_valid``
+      only weights labels; when None, ``dir_valid`` of each window defines both.
+    share_permutation: use ``assignment`` (``[B, U, S]``, prediction slot -> label slot, e.g. the
+      consistency assignment) for every window instead of a per-window minimum.
+    assignment: required when ``share_permutation``.
+
+  Returns:
+    ``(loss, per_example [B])``.
+  """
+  if dir_logits.shape[:-1] != dir_labels.shape or dir_labels.shape != dir_valid.shape:
+    raise ValueError(f"direction_loss: dir_logits {dir_logits.shape} must be labels "
+                     f"{dir_labels.shape} + [D] and dir_valid {dir_valid.shape} like the labels")
+  if share_permutation:
+    if assignment is None:
+      raise ValueError("direction_loss: share_permutation=True needs `assignment` [B, U, S]")
+    idx = assignment[..., None].astype(jnp.int32)
+    lab = jnp.take_along_axis(dir_labels, idx, axis=2)        # label of the matched slot
+    val = jnp.take_along_axis(dir_valid, idx, axis=2)
+    logp = jax.nn.log_softmax(dir_logits.astype(jnp.float32), axis=-1)
+    d = dir_logits.shape[-1]
+    ce = -jnp.take_along_axis(logp, jnp.clip(lab, 0, d - 1)[..., None].astype(jnp.int32),
+                              axis=-1)[..., 0]
+    per_example = jnp.sum(jnp.where(val, ce, 0.0), axis=(1, 2, 3))
+    return _mean(per_example), per_example
+  cost, _ = _direction_per_window(dir_logits, dir_labels, dir_valid, source_mask)
+  per_example = jnp.sum(cost, axis=(1, 2))
+  return _mean(per_example), per_example
+
+
+def _direction_per_window(dir_logits: Array, dir_labels: Array, dir_valid: Array,
+                          source_mask: Array | None) -> tuple[Array, Array]:
+  """Per-window matching: ``(cost [B, U, Wd], assignment [B, U, Wd, S])``."""
+  logits = jnp.moveaxis(dir_logits, 3, 2)                      # [B, U, Wd, S, D]
+  labels = jnp.moveaxis(dir_labels, 3, 2)                      # [B, U, Wd, S]
+  lvalid = jnp.moveaxis(dir_valid, 3, 2)
+  if source_mask is None:
+    return permutation_match(logits, labels, lvalid)
+  slots = jnp.broadcast_to(source_mask[:, :, None, :], labels.shape)
+  return permutation_match(logits, labels, slots, label_weight=lvalid & slots)
+
+
+def cyclic_mask_loss(masks: Array, source_mask: Array, target: Array,
+                     weight: Array | None = None) -> tuple[Array, Array]:
+  """L_cyc: mean (optionally weighted) L1 between the sum of a video's valid masks and its target.
+
+  Args:
+    masks: ``[B, U, S, H, W]`` in [0, 1].
+    source_mask: ``[B, U, S]`` bool (invalid slots are left out of the sum).
+    target: ``[B, U, H, W]`` (`ibm_target` or `ratio_target`).
+    weight: optional, broadcastable to ``[B, U, H, W]`` (e.g. `ratio_weight` ``[B, 1, H, W]``).
+
+  Returns:
+    ``(loss, per_example [B])``: per video ``mean_{H,W}(weight * |sum_i M_i - target|)``, summed
+    over the videos of an example.
+  """
+  m = source_mask.astype(masks.dtype)[..., None, None]
+  diff = jnp.abs(jnp.sum(masks * m, axis=2) - target)
+  if weight is not None:
+    diff = diff * weight
+  per_example = jnp.sum(jnp.mean(diff, axis=(-2, -1)), axis=-1)
+  return _mean(per_example), per_example
+
+
+def ibm_target(video_mags: Array) -> Array:
+  """Ideal binary mask of each video in the mixture (paper): ``1[X_u > max_{v != u} X_v]``.
+
+  Args:
+    video_mags: ``[B, U, H, W]`` linear magnitudes (warped domain). For U = 2 this is the
+      paper's ``1[X_u > X_{-u}]``.
+
+  Returns:
+    ``[B, U, H, W]`` float32 in {0, 1}.
+  """
+  x = video_mags.astype(jnp.float32)
+  u = x.shape[1]
+  others = jnp.where(jnp.eye(u, dtype=bool)[None, :, :, None, None], -jnp.inf,
+                     x[:, None, :, :, :])                      # [B, U(self), U(other), H, W]
+  return (x > jnp.max(others, axis=2)).astype(jnp.float32)
+
+
+def ratio_target(video_mags: Array, mix_mag: Array) -> Array:
+  """Ratio mask of the public code: ``clip(X_u / X_mix, 0, 5)``.
+
+  Args:
+    video_mags: ``[B, U, H, W]``; mix_mag: ``[B, H, W]`` linear magnitudes (warped domain).
+
+  Returns:
+    ``[B, U, H, W]`` float32.
+  """
+  mix = jnp.maximum(mix_mag.astype(jnp.float32), 1e-10)[:, None]
+  return jnp.clip(video_mags.astype(jnp.float32) / mix, 0.0, 5.0)
+
+
+def ratio_weight(mix_mag: Array) -> Array:
+  """Public-code L1 weight for the ratio target: ``clip(log1p(X_mix), 1e-3, 10)`` -> ``[B, 1, H, W]``."""
+  return jnp.clip(jnp.log1p(mix_mag.astype(jnp.float32)), 1e-3, 10.0)[:, None]
+
+
+def orthogonality_loss(embeddings: Array, source_mask: Array) -> tuple[Array, Array]:
+  """Eq. 1: ``sum_{i != j, both valid} (y_i . y_j)^2`` per video, summed over videos.
+
+  Args:
+    embeddings: ``[B, U, S, E]`` (unit-normalised by the model).
+    source_mask: ``[B, U, S]`` bool.
+
+  Returns:
+    ``(loss, per_example [B])``.
+  """
+  e = embeddings.astype(jnp.float32)
+  gram = jnp.einsum("buie,buje->buij", e, e)
+  v = source_mask.astype(bool)
+  s = v.shape[-1]
+  pair = v[..., :, None] & v[..., None, :] & ~jnp.eye(s, dtype=bool)
+  per_example = jnp.sum(jnp.where(pair, jnp.square(gram), 0.0), axis=(1, 2, 3))
+  return _mean(per_example), per_example
+
+
+def _cfg(loss_config: Any, key: str, default: Any = None, required: bool = True) -> Any:
+  """``loss_config[key]`` for a mapping or ConfigDict; a clear error naming a missing key."""
+  try:
+    return loss_config[key]
+  except (KeyError, AttributeError, TypeError):
+    if required:
+      raise ValueError(f"config.loss.{key} is missing") from None
+    return default
+
+
+def _matched_accuracy(logits: Array, labels: Array, assignment: Array,
+                      valid: Array) -> tuple[Array, Array]:
+  """Correct and counted predictions after matching: returns ``(num_correct, num_valid)``."""
+  lab = jnp.take_along_axis(labels, assignment, axis=-1)
+  val = jnp.take_along_axis(valid, assignment, axis=-1)
+  correct = (jnp.argmax(logits, axis=-1) == lab) & val
+  return jnp.sum(correct), jnp.sum(val)
+
+
+def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
+               loss_config: Any) -> tuple[Array, dict[str, Array]]:
+  """Eq. 4: ``lambda_cons L_cons + lambda_cyc L_cyc + lambda_ortho L_ortho + lambda_dir L_dir``.
+
+  Args:
+    outputs: the model's outputs (``embeddings``, ``masks``, ``cons_logits``, ``dir_logits``).
+    batch: ``class_labels [B, U, S]``, ``source_mask [B, U, S]``, ``dir_labels`` and
+      ``dir_valid [B, U, S, Wd]``, ``video_mag_warped [B, U, H, W]`` (linear, warped domain),
+      ``mix_log_mag [B, H, W]``.
+    loss_config: ``lambda_cons``, ``lambda_cyc``, ``lambda_ortho``, ``lambda_dir``,
+      ``mask_target`` ("ibm" | "ratio"), optional ``share_direction_permutation`` (False).
+
+  Returns:
+    ``(loss, metrics)``; metrics (float32 scalars): ``loss``, ``loss_cons``, ``loss_cyc``,
+    ``loss_ortho``, ``loss_dir`` (unweighted means over the batch), ``acc_cons`` and ``acc_dir``
+    (accuracy of the permutation-matched predictions over valid slots / windows), ``acc_mask``
+    (fraction of bins where ``sum_i M_i > 0.5`` agrees with the ideal binary mask).
+  """
+  lam = {k: float(_cfg(loss_config, f"lambda_{k}")) for k in ("cons", "cyc", "ortho", "dir")}
+  target_kind = _cfg(loss_config, "mask_target")
+  if target_kind not in MASK_TARGETS:
+    raise ValueError(f"config.loss.mask_target must be one of {MASK_TARGETS}, got "
+                     f"{target_kind!r}")
+  share = bool(_cfg(loss_config, "share_direction_permutation", False, required=False))
+
+  source_mask = batch["source_mask"].astype(bool)
+  cons_logits = outputs["cons_logits"].astype(jnp.float32)
+  cons_cost, cons_assign = permutation_match(cons_logits, batch["class_labels"], source_mask)
+  cons_per_ex = jnp.sum(cons_cost, axis=-1)
+
+  dir_logits = outputs["dir_logits"].astype(jnp.float32)
+  dir_valid = batch["dir_valid"].astype(bool) & source_mask[..., None]
+  if share:
+    _, dir_per_ex = direction_loss(dir_logits, batch["dir_labels"], dir_valid,
+                                   share_permutation=True, assignment=cons_assign)
+    dir_assign = jnp.broadcast_to(cons_assign[:, :, None, :],
+                                  dir_logits.shape[:2] + (dir_logits.shape[3],)
+                                  + cons_assign.shape[-1:])
+  else:
+    dir_cost, dir_assign = _direction_per_window(dir_logits, batch["dir_labels"], dir_valid,
+                                                 source_mask)
+    dir_per_ex = jnp.sum(dir_cost, axis=(1, 2))
+
+  video_mags = batch["video_mag_warped"]
+  ibm = ibm_target(video_mags)
+  masks = outputs["masks"].astype(jnp.float32)
+  if target_kind == "ibm":
+    target, weight = ibm, None
+  else:
+    mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
+    target, weight = ratio_target(video_mags, mix_mag), ratio_weight(mix_mag)
+  _, cyc_per_ex = cyclic_mask_loss(masks, source_mask, target, weight)
+  _, ortho_per_ex = orthogonality_loss(outputs["embeddings"], source_mask)
+
+  terms = {"cons": jnp.mean(cons_per_ex), "cyc": jnp.mean(cyc_per_ex),
+           "ortho": jnp.mean(ortho_per_ex), "dir": jnp.mean(dir_per_ex)}
+  loss = sum(lam[k] * terms[k] for k in terms)
+
+  # Accuracies of the matched predictions (no gradient).
+  c_ok, c_n = _matched_accuracy(cons_logits, batch["class_labels"], cons_assign, source_mask)
+  d_ok, d_n = _matched_accuracy(jnp.moveaxis(dir_logits, 3, 2),
+                                jnp.moveaxis(batch["dir_labels"], 3, 2), dir_assign,
+                                jnp.moveaxis(dir_valid, 3, 2))
+  summed = jnp.sum(masks * source_mask[..., None, None].astype(jnp.float32), axis=2)
+  acc_mask = jnp.mean(((summed > 0.5) == (ibm > 0.5)).astype(jnp.float32))
+
+  metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
+             "acc_cons": c_ok / jnp.maximum(c_n, 1), "acc_dir": d_ok / jnp.maximum(d_n, 1),
+             "acc_mask": acc_mask}
+  metrics = {k: jax.lax.stop_gradient(jnp.asarray(v, jnp.float32)) for k, v in metrics.items()}
+  return loss, metrics
