@@ -245,8 +245,6 @@ def write_clip(clip: Clip, out_dir: str | os.PathLike[str]) -> dict[str, str]:
   media.write_wav(paths["wav"], clip.audio, clip.config.sample_rate, subtype="PCM_16")
   files.write_json(paths["json"], clip.sidecar)
   files.write_npz(paths["npz"], clip.arrays)
-  for path in (paths["mp4"], paths["wav"]):  # media's atomic writer leaves them owner-only
-    files.set_default_mode(path)
   return paths
 
 

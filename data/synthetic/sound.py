@@ -253,8 +253,8 @@ def engine(rng, t, sr, f_max):
 def bird(rng, t, sr, f_max):
   """Groups of fast FM chirps (sweeps with a trill) separated by pauses."""
   f_top = 0.95 * f_max
-  start_hz = rng.uniform(2000.0, min(4000.0, f_top))
-  sweep = rng.uniform(0.6, 1.5)
+  start_hz = rng.uniform(1800.0, min(3200.0, 0.8 * f_top))
+  sweep = rng.uniform(0.7, 1.35)
   chirp_s = rng.uniform(0.04, 0.14)
   trill_hz, trill_depth = rng.uniform(15.0, 40.0), rng.uniform(50.0, 400.0)
   group_gap = rng.uniform(0.2, 0.8)
