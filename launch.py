@@ -18,6 +18,16 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries:
+  """Drops INFO/DEBUG records of Orbax, grain and TFDS (they log every file operation)."""
+
+  def filter(self, record) -> bool:
+    if record.levelno >= 30:  # WARNING and above always pass
+      return True
+    return not any(f"/{lib}/" in record.pathname
+                   for lib in ("orbax", "grain", "tensorflow_datasets", "etils"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -26,6 +36,7 @@ def main(argv):
   from asmp_jax import distributed  # pylint: disable=g-import-not-at-top
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
 
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   distributed.initialize()
   logging.info("JAX process %d/%d, local devices %s, global device count %d",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())

@@ -1,0 +1,464 @@
+"""Training and periodic evaluation of ASMP: explicit state, one jitted data-parallel step.
+
+Structure (flax/examples style):
+  * :class:`TrainState` holds step, params, BatchNorm statistics, optimizer state and the RNG key.
+  * :func:`audio_inputs` turns waveform crops into the model's spectrogram inputs on the device.
+  * :func:`train_step` / :func:`eval_step` are pure functions of (state, batch); they are jitted
+    once with static shapes, the batch sharded over the ``data`` axis of a device mesh and the
+    state replicated. Written for the global batch, XLA partitions them: gradients and BatchNorm
+    statistics are reduced across devices, so 1 device and N devices compute the same update.
+  * :func:`train_and_evaluate` runs the loop: data from grain, metrics to TensorBoard and the
+    console, Orbax checkpoints of the train state *and* the data-iterator position, automatic
+    resume from the latest checkpoint in the workdir, a clean stop on SIGTERM, and a refusal to
+    continue on a non-finite loss (the last good checkpoint stays untouched).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from asmp_jax import audio as audio_lib
+from asmp_jax import datasets
+from asmp_jax import input_pipeline
+from asmp_jax import losses
+from asmp_jax import summary
+from asmp_jax.models import asmp as asmp_model
+
+CONFIG_FILE = "config.json"
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (non-finite loss, incompatible checkpoint...)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # raw uint32 key data, so the state is a plain array pytree for Orbax
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def learning_rate_schedule(config_train) -> optax.Schedule:
+  """lr x ``lr_decay_factor`` every ``lr_decay_every`` steps (paper: 1e-4, x0.1 every 15k)."""
+  return optax.exponential_decay(config_train.learning_rate, config_train.lr_decay_every,
+                                 config_train.lr_decay_factor, staircase=True)
+
+
+def create_optimizer(config_train) -> optax.GradientTransformation:
+  """Adam with L2 weight decay added to the gradient, as PyTorch's ``Adam(weight_decay=...)``
+
+  that the paper used (not AdamW's decoupled decay).
+  """
+  return optax.chain(
+      optax.add_decayed_weights(config_train.weight_decay),
+      optax.scale_by_adam(b1=config_train.b1, b2=config_train.b2),
+      optax.scale_by_learning_rate(learning_rate_schedule(config_train)),
+  )
+
+
+# ----------------------------------------------------------------------------- audio on device
+
+
+def audio_inputs(batch: dict[str, jax.Array], normalise_mix: bool = False) -> dict[str, jax.Array]:
+  """Spectrogram inputs and targets from waveform crops (runs inside the jitted step).
+
+  Args:
+    batch: needs ``audio [B, U, L]`` (gains already applied).
+  Returns:
+    ``mix_log_mag [B, 256, 256]`` (log of the warped mixture magnitude, the U-Net input) and
+    ``video_mag_warped [B, U, 256, 256]`` (each video's warped magnitude, for the mask targets).
+  """
+  wav = batch["audio"].astype(jnp.float32)
+  spec = audio_lib.stft(wav)  # [B, U, 512, T]
+  mix = spec.sum(axis=1)
+  if normalise_mix:
+    mix = mix / wav.shape[1]
+  mix_mag_w = audio_lib.log_freq_warp(jnp.abs(mix))
+  video_mag_w = audio_lib.log_freq_warp(jnp.abs(spec))
+  return {"mix_log_mag": jnp.log(mix_mag_w + 1e-10), "video_mag_warped": video_mag_w}
+
+
+def _model_batch(batch, normalise_mix):
+  out = dict(batch)
+  out.update(audio_inputs(batch, normalise_mix))
+  return out
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, config
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on a global batch. Non-finite loss or gradients leave the state as it
+  was and report ``finite = 0`` (the host then stops training)."""
+  mb = _model_batch(batch, config.data.normalise_mix)
+
+  def loss_fn(params):
+    outputs, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, mb,
+                                    train=True, mutable=["batch_stats"])
+    loss, metrics = losses.total_loss(outputs, mb, config.loss)
+    return loss, (metrics, new_vars["batch_stats"])
+
+  (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state, rng=state.rng)
+  new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+  metrics = dict(metrics)
+  metrics["loss"] = loss
+  metrics["finite"] = finite.astype(jnp.float32)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["learning_rate"] = learning_rate_schedule(config.train)(state.step)
+  return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model, config
+              ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """Losses/accuracies and the model outputs on a batch, BatchNorm in inference mode."""
+  mb = _model_batch(batch, config.data.normalise_mix)
+  outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats}, mb, train=False)
+  loss, metrics = losses.total_loss(outputs, mb, config.loss)
+  metrics = dict(metrics)
+  metrics["loss"] = loss
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics), outputs
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D ``data`` mesh over every device of every process.
+
+  Axis type Auto: the step is written for the global batch and jit propagates the input
+  shardings (batch split on ``data``, state replicated), inserting the cross-device reductions.
+  """
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def fill_data_dependent_config(config: ml_collections.ConfigDict, meta: dict[str, Any]) -> None:
+  """Sets the sizes that come from the data set (feature size, number of classes)."""
+  feat_dim = int(meta["feature_dim"])
+  num_classes = len(meta["auditory_classes"]) + 1
+  for key, value in (("node_feature_dim", feat_dim), ("num_classes", num_classes)):
+    current = config.model[key]
+    if current and current != value:
+      raise ValueError(f"config.model.{key}={current} but the data set has {value}")
+    config.model[key] = value
+  extractor = meta.get("feature_extractor")
+  if extractor and extractor != config.graph.feature_extractor:
+    raise ValueError(f"config.graph.feature_extractor={config.graph.feature_extractor!r} but the "
+                     f"data set was built with {extractor!r}")
+
+
+def create_train_state(config, model, tx, example_batch, rng) -> TrainState:
+  """Fresh state (params, BatchNorm statistics, optimizer state, RNG) for ``example_batch``."""
+  init_rng, state_rng = jax.random.split(rng)
+  mb = _model_batch(example_batch, config.data.normalise_mix)
+  variables = model.init(init_rng, mb, train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    rng=jax.random.key_data(state_rng))
+
+
+def abstract_state(config, model, tx, example_batch) -> TrainState:
+  """Shapes/dtypes of the train state without allocating it (for restoring)."""
+  return jax.eval_shape(lambda b: create_train_state(config, model, tx, b, jax.random.key(0)),
+                        example_batch)
+
+
+def zeros_batch(spec: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.ndarray]:
+  return {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+
+
+def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options)
+
+
+def save_config(workdir: str, config) -> None:
+  """Writes the run's config beside the checkpoints (read by inference and by resumes)."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, path)
+
+
+def load_saved_config(workdir: str) -> ml_collections.ConfigDict | None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+# Config sections whose values decide the shapes or the meaning of the saved state.
+_STATE_DEFINING = ("model", "graph.feature_extractor", "data.name", "train.weight_decay")
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def check_compatible(saved, current) -> None:
+  """Refuses to resume a run whose model/data settings differ from the saved ones."""
+  saved_flat = _flatten(saved.to_dict())
+  cur_flat = _flatten(json.loads(current.to_json()))
+  diffs = []
+  for key in sorted(set(saved_flat) | set(cur_flat)):
+    if any(key == p or key.startswith(p + ".") for p in _STATE_DEFINING):
+      if saved_flat.get(key) != cur_flat.get(key):
+        diffs.append(f"{key}: checkpoint {saved_flat.get(key)!r} vs now {cur_flat.get(key)!r}")
+  if diffs:
+    raise TrainingError("the workdir holds a checkpoint from an incompatible config; use another "
+                        "--workdir or the same settings. Differences:\n  " + "\n  ".join(diffs))
+
+
+class _StopFlag:
+  """Set by SIGTERM (preemption): the loop saves at the next step boundary and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+
+  def install(self):
+    if threading_is_main():
+      signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
+    self.requested = True
+
+
+def threading_is_main() -> bool:
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local.items()}
+
+
+def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+  keys = history[0].keys()
+  return {k: float(np.mean([float(h[k]) for h in history])) for k in keys}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), evaluating periodically.
+
+  Returns the final train state.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh()
+  batch_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+  n_proc, proc = jax.process_count(), jax.process_index()
+  if config.train.batch_size % jax.device_count():
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by the "
+                     f"{jax.device_count()} devices")
+  local_batch = config.train.batch_size // n_proc
+
+  # Data.
+  builder = datasets.get_builder(config.data)
+  if proc == 0:
+    datasets.prepare(builder, config.data.manual_dir)
+  if n_proc > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("dataset prepared")
+    builder = datasets.get_builder(config.data)
+  meta = datasets.metadata(builder)
+  fill_data_dependent_config(config, meta)
+  pair_cfg = input_pipeline.PairConfig.from_config(config)
+  train_src = datasets.data_source(builder, "train")
+  val_src = datasets.data_source(builder, "validation")
+  train_ds = input_pipeline.batched(
+      input_pipeline.pair_dataset(train_src, pair_cfg, seed=config.seed, train=True,
+                                  process_index=proc, process_count=n_proc),
+      local_batch, worker_count=config.data.worker_count,
+      prefetch_buffer=config.data.prefetch_buffer)
+  train_iter = iter(train_ds)
+
+  # Model, optimizer, state.
+  model = asmp_model.create_model(config.model)
+  tx = create_optimizer(config.train)
+  example = input_pipeline.make_pair([train_src[0], train_src[1 % len(train_src)]], None, pair_cfg)
+  spec = {k: ((config.train.batch_size,) + np.shape(v), np.asarray(v).dtype)
+          for k, v in example.items()}
+  example_batch = zeros_batch(spec)
+  abstract = abstract_state(config, model, tx, example_batch)
+  state_shardings = jax.tree.map(lambda _: replicated, abstract)
+
+  saved_config = load_saved_config(workdir)
+  if saved_config is not None:
+    check_compatible(saved_config, config)
+  save_config(workdir, config)
+  mngr = checkpoint_manager(workdir, config)
+  latest = mngr.latest_step()
+  if latest is not None:
+    logging.info("Resuming from the checkpoint of step %d in %s.", latest, workdir)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+    try:
+      restored = mngr.restore(latest, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          data=grain.checkpoint.CheckpointRestore(train_iter)))
+    except (ValueError, KeyError) as e:
+      raise TrainingError(f"checkpoint {latest} in {workdir} does not match this config "
+                          f"({type(e).__name__}: {e})") from e
+    state = restored["state"]
+  else:
+    init = jax.jit(lambda b, r: create_train_state(config, model, tx, b, r),
+                   out_shardings=state_shardings)
+    state = init(jax.device_put(example_batch, batch_sharding), jax.random.key(config.seed))
+  start_step = int(state.step)
+
+  p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                    in_shardings=(state_shardings, batch_sharding),
+                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  p_eval = jax.jit(functools.partial(eval_step, model=model, config=config),
+                   in_shardings=(state_shardings, batch_sharding))
+
+  writer = summary.Writer(workdir, enabled=proc == 0)
+  if start_step == 0:
+    writer.hparams(config)
+  stop = _StopFlag()
+  stop.install()
+  num_steps = config.train.num_train_steps
+  logging.info("Training %s for %d steps (from step %d), global batch %d on %d devices "
+               "(%d processes).", config.data.name, num_steps, start_step,
+               config.train.batch_size, jax.device_count(), n_proc)
+
+  def save(step):
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            data=grain.checkpoint.CheckpointSave(train_iter)),
+              force=True)
+    mngr.wait_until_finished()
+
+  history: list[dict[str, Any]] = []
+  t_last, steps_since = time.time(), 0
+  pending = None  # metrics of the previous step, checked one step late to keep dispatch async
+  step = start_step
+  while step < num_steps:
+    batch = _global_batch(next(train_iter), batch_sharding)
+    prev_state_step = step
+    state, metrics = p_train(state, batch)
+    step += 1
+    steps_since += 1
+    if pending is not None:
+      _check_finite(pending, prev_state_step, workdir)
+      history.append(pending)
+    pending = metrics
+    if step % config.train.log_every == 0 or step == num_steps:
+      _check_finite(pending, step, workdir)
+      history.append(pending)
+      pending = None
+      jax.block_until_ready(state.step)
+      now = time.time()
+      rate = steps_since / max(now - t_last, 1e-9)
+      scalars = _mean_metrics(history)
+      scalars["steps_per_sec"] = rate
+      scalars["examples_per_sec"] = rate * config.train.batch_size
+      writer.scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      eta = (num_steps - step) / max(rate, 1e-9)
+      logging.info("step %d/%d  loss %.4f  cyc %.4f  cons %.4f  dir %.4f  %.2f steps/s  ETA %s",
+                   step, num_steps, scalars["loss"], scalars.get("loss_cyc", np.nan),
+                   scalars.get("loss_cons", np.nan), scalars.get("loss_dir", np.nan), rate,
+                   time.strftime("%H:%M:%S", time.gmtime(eta)))
+      history, t_last, steps_since = [], now, 0
+    if step % config.train.eval_every == 0 or step == num_steps:
+      val = evaluate_validation(p_eval, state, val_src, pair_cfg, config, batch_sharding)
+      writer.scalars(step, {f"val/{k}": v for k, v in val.items()})
+      logging.info("validation at step %d: %s", step,
+                   "  ".join(f"{k} {v:.4f}" for k, v in sorted(val.items())))
+    if step % config.train.checkpoint_every == 0 or step == num_steps or stop.requested:
+      if pending is not None:
+        _check_finite(pending, step, workdir)
+      save(step)
+      logging.info("Saved checkpoint at step %d.", step)
+    if stop.requested:
+      logging.warning("Stopped by SIGTERM at step %d after saving; rerun the same command to "
+                      "resume.", step)
+      break
+  if not stop.requested and config.eval.num_pairs > 0:
+    from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
+    test_src = datasets.data_source(builder, config.eval.split)
+    evaluate.evaluate(state, model, config, test_src, config.eval.split, workdir,
+                      train_labels=training_direction_labels(train_src, config), writer=writer,
+                      step=int(state.step))
+  writer.close()
+  mngr.close()
+  return state
+
+
+def training_direction_labels(source, config) -> np.ndarray:
+  """Every valid auditory-source window label of the training split (for the majority vote)."""
+  key = "dir10" if config.model.num_direction_classes == 10 else "dir28"
+  labels = [np.asarray(source[i][key]).reshape(-1) for i in range(len(source))]
+  labels = np.concatenate(labels)
+  return labels[labels >= 0]
+
+
+def _check_finite(metrics, step, workdir):
+  if float(metrics["finite"]) < 0.5:
+    raise TrainingError(
+        f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}); the update "
+        f"was not applied and nothing was saved after the last good checkpoint in {workdir}. "
+        "Lower config.train.learning_rate or check the input data.")
+
+
+def evaluate_validation(p_eval, state, val_src, pair_cfg, config, batch_sharding
+                        ) -> dict[str, float]:
+  """Mean losses/accuracies over a fixed, seeded set of validation pairs."""
+  bs = config.train.batch_size
+  n_pairs = bs * max(1, config.eval.val_batches)
+  ds = input_pipeline.pair_dataset(val_src, pair_cfg, seed=config.eval.seed, train=False,
+                                   num_pairs=n_pairs, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  history = []
+  for local in input_pipeline.batched(ds, bs // jax.process_count(), drop_remainder=True):
+    metrics, _ = p_eval(state, _global_batch(local, batch_sharding))
+    history.append(jax.device_get(metrics))
+  if not history:
+    raise ValueError(f"the validation split has too few clips for one batch of {bs} pairs")
+  return _mean_metrics(history)

@@ -1,0 +1,217 @@
+"""TFDS builder of the synthetic audio-visual set: generated clips -> preprocessed ArrayRecord.
+
+  tfds build data/synthetic --config=tiny --file_format=array_record   # or let launch.py do it
+
+``_split_generators`` generates the clips (mp4 + wav + ground-truth sidecar, see docs/synthetic.md)
+unless a directory of clips made by ``python -m asmp_data.synthetic.generate`` is given as the
+manual dir. ``_generate_examples`` then runs the full preprocessing of asmp_jax.preprocess on each
+clip as a user's video would go through it: the mp4 is decoded, node features are computed from the
+decoded pixels, and only boxes, depth and flow come from the sidecar (the "synthetic oracle"
+provider, detections noisy by default). A clip that fails (unreadable video, no audio...) is
+skipped and listed in the data set's metadata (``skipped``) instead of stopping the build; a split
+that ends up empty is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import multiprocessing
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from asmp_jax import media
+from asmp_jax import preprocess
+from asmp_jax.graph import features as graph_features
+from asmp_jax.graph import providers
+
+SPLITS = {"train": "train", "validation": "val", "test": "test"}
+
+
+@dataclasses.dataclass
+class SyntheticConfig(tfds.core.BuilderConfig):
+  """Sizes of the splits, generator overrides and preprocessing settings."""
+  num_train: int = 400
+  num_val: int = 40
+  num_test: int = 80
+  seed: int = 0
+  generator_overrides: tuple[tuple[str, Any], ...] = ()
+  detections: str = "noisy"  # noisy | exact
+  flow: str = "sidecar"  # sidecar | opencv
+  feature_extractor: str = graph_features.HOG_COLOR
+  workers: int = 2
+
+
+BUILDER_CONFIGS = [
+    SyntheticConfig(name="default", description="The embedded default: 400/40/80 clips."),
+    SyntheticConfig(name="tiny", description="8/4/4 clips, for tests and CI.", num_train=8,
+                    num_val=4, num_test=4),
+]
+
+
+def _generator_config(cfg: SyntheticConfig):
+  from asmp_data.synthetic import config as gen_config  # pylint: disable=g-import-not-at-top
+  return gen_config.GeneratorConfig(**dict(cfg.generator_overrides))
+
+
+def _preprocess_one(json_path: str, detections: str, flow: str, extractor: str,
+                    num_windows: int, window_frames: int, num_samples: int,
+                    auditory_ids: tuple[int, ...]) -> tuple[str, dict | None, str | None]:
+  """Worker: one clip -> (clip_id, example or None, error message or None)."""
+  clip_id = os.path.splitext(os.path.basename(json_path))[0]
+  base = os.path.splitext(json_path)[0]
+  try:
+    frames, _ = media.read_video(base + ".mp4")
+    wav, _ = media.load_audio(base + ".wav", target_sr=11025)
+    if media.is_silent(wav):
+      logging.warning("clip %s: the audio is silent; kept (its sources are silent too)", clip_id)
+    prov = providers.SyntheticOracle(json_path, detections=detections, flow=flow)
+    cfg = preprocess.PreprocessConfig(window_frames=window_frames, num_windows=num_windows,
+                                      feature_extractor=extractor)
+    ex = preprocess.preprocess_clip(frames, wav, prov.detections(), prov.depth(frames),
+                                    prov.flow(frames), np.asarray(auditory_ids), cfg,
+                                    clip_id=clip_id, num_samples=num_samples)
+    # Ground truth of the generator, kept for measuring the preprocessing (never a model input).
+    gt = np.load(base + ".npz")
+    ex["gt_window_displacement"] = _gt_source_displacement(json_path, gt, ex, auditory_ids,
+                                                           num_windows)
+    ex["clip_id"] = clip_id
+    return clip_id, ex, None
+  except (media.MediaError, providers.ProviderError, preprocess.PreprocessError, OSError,
+          ValueError, KeyError) as e:
+    return clip_id, None, f"{type(e).__name__}: {e}"
+
+
+def _gt_source_displacement(json_path, gt, ex, auditory_ids, num_windows) -> np.ndarray:
+  """[W, A, 3] ground-truth displacement of each selected source (NaN where unknown)."""
+  with open(json_path) as f:
+    meta = json.load(f)
+  out = np.full((num_windows, preprocess.MAX_AUDITORY, 3), np.nan, np.float32)
+  disp = np.asarray(gt["window_displacement"], np.float32)
+  for a, k in enumerate(ex["source_class"]):
+    if k < 0:
+      continue
+    class_id = int(auditory_ids[k])
+    objs = [i for i, o in enumerate(meta["objects"]) if o["class_id"] == class_id]
+    if len(objs) == 1:  # ambiguous when two objects share the class
+      out[:disp.shape[0], a] = disp[:, objs[0]]
+  return out
+
+
+def _map(fn, items, workers: int):
+  """``map`` over worker processes (spawned: safe when JAX is already imported), streamed."""
+  if workers <= 1:
+    yield from map(fn, items)
+    return
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    yield from pool.imap(fn, items, chunksize=2)
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Preprocessed synthetic clips: per-window scene graphs, motion labels and audio."""
+
+  name = "asmp_synthetic"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = BUILDER_CONFIGS
+  DEFAULT_CONFIG_NAME = "default"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Optional: a directory made by `python -m asmp_data.synthetic.generate --out_dir=DIR` "
+      "(with train/, val/, test/). Without it the clips are generated automatically.")
+
+  def _sizes(self):
+    gcfg = _generator_config(self.builder_config)
+    return gcfg, gcfg.num_windows, gcfg.num_samples
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    from asmp_data.synthetic import classes  # pylint: disable=g-import-not-at-top
+    _, nw, ns = self._sizes()
+    n, a = preprocess.MAX_NODES, preprocess.MAX_AUDITORY
+    fdim = graph_features.feature_dim(self.builder_config.feature_extractor)
+    t = tfds.features.Tensor
+    features = tfds.features.FeaturesDict({
+        "clip_id": tfds.features.Text(),
+        "audio": t(shape=(ns,), dtype=np.int16),
+        "node_features": t(shape=(nw, n, fdim), dtype=np.float16),
+        "node_mask": t(shape=(nw, n), dtype=np.bool_),
+        "node_type": t(shape=(nw, n), dtype=np.int8),
+        "adjacency": t(shape=(nw, n, n), dtype=np.float16),
+        "window_valid": t(shape=(nw,), dtype=np.bool_),
+        "source_class": t(shape=(a,), dtype=np.int32),
+        "source_present": t(shape=(nw, a), dtype=np.bool_),
+        "displacement": t(shape=(nw, a, 3), dtype=np.float32),
+        "dir10": t(shape=(nw, a), dtype=np.int32),
+        "dir28": t(shape=(nw, a), dtype=np.int32),
+        "gt_window_displacement": t(shape=(nw, a, 3), dtype=np.float32),
+    })
+    meta = tfds.core.MetadataDict(
+        auditory_classes=[c.name for c in classes.SOUNDING_CLASSES],
+        context_classes=[c.name for c in classes.CONTEXT_CLASSES],
+        feature_extractor=self.builder_config.feature_extractor, feature_dim=fdim,
+        sample_rate=11025, window_samples=11025, num_windows=nw,
+        detections=self.builder_config.detections, flow=self.builder_config.flow)
+    return tfds.core.DatasetInfo(builder=self, features=features, metadata=meta,
+                                 homepage="https://github.com/asmp-jax",
+                                 description=__doc__.split("\n\n")[0])
+
+  def _split_generators(self, dl_manager):
+    cfg = self.builder_config
+    manual = getattr(dl_manager, "_manual_dir", None)
+    if manual and os.path.exists(os.path.join(manual, "train")):
+      clips_dir = manual
+    else:
+      clips_dir = os.path.join(dl_manager.download_dir, "asmp_synthetic_clips",
+                               f"{cfg.name}-{self.VERSION}")
+      self._generate_clips(clips_dir)
+    return {split: self._generate_examples(os.path.join(clips_dir, sub), split)
+            for split, sub in SPLITS.items()}
+
+  def _generate_clips(self, clips_dir: str) -> None:
+    from asmp_data.synthetic import generator  # pylint: disable=g-import-not-at-top
+    cfg = self.builder_config
+    gcfg = _generator_config(cfg)
+    for split, sub, n in (("train", "train", cfg.num_train), ("validation", "val", cfg.num_val),
+                          ("test", "test", cfg.num_test)):
+      done = os.path.join(clips_dir, sub, ".complete")
+      if os.path.exists(done):
+        continue
+      logging.info("Generating %d synthetic %s clips in %s", n, split, clips_dir)
+      generator.generate_split(clips_dir, sub, n, cfg.seed, gcfg, num_workers=cfg.workers)
+      with open(done, "w") as f:
+        f.write("ok\n")
+
+  def _generate_examples(self, split_dir: str, split: str):
+    from asmp_data.synthetic import classes  # pylint: disable=g-import-not-at-top
+    cfg = self.builder_config
+    gcfg, nw, ns = self._sizes()
+    if not os.path.isdir(split_dir):
+      raise FileNotFoundError(f"{split_dir}: no clips for split {split!r}")
+    jsons = sorted(os.path.join(split_dir, f) for f in os.listdir(split_dir)
+                   if f.endswith(".json"))
+    if not jsons:
+      raise ValueError(f"{split_dir}: no clips (*.json sidecars) for split {split!r}")
+    auditory_ids = tuple(classes.class_id(c.name) for c in classes.SOUNDING_CLASSES)
+    work = functools.partial(_preprocess_one, detections=cfg.detections, flow=cfg.flow,
+                             extractor=cfg.feature_extractor, num_windows=nw,
+                             window_frames=gcfg.window_frames, num_samples=ns,
+                             auditory_ids=auditory_ids)
+    skipped, kept = [], 0
+    for clip_id, ex, err in _map(work, jsons, cfg.workers):
+      if err is not None:
+        logging.warning("Skipping synthetic clip %s: %s", clip_id, err)
+        skipped.append({"clip_id": clip_id, "reason": err})
+        continue
+      kept += 1
+      yield clip_id, ex
+    report = dict(self.info.metadata.get("skipped", {}))
+    report[split] = skipped
+    self.info.metadata["skipped"] = report
+    if kept == 0:
+      raise ValueError(f"{split_dir}: every clip of split {split!r} failed preprocessing: "
+                       f"{skipped[:3]}")
+    logging.info("split %s: %d examples, %d skipped", split, kept, len(skipped))
