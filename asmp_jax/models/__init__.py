@@ -1,0 +1,19 @@
+"""ASMP model components (Flax linen): layers, graph encoder, U-Net, classifiers, the full model."""
+from asmp_jax.models.asmp import (ASMP, BATCH_DTYPES, GRAPH_MODES, ModelSpec,
+                                  assign_steps_to_slots, batch_shapes, create_model,
+                                  init_variables, select_slot_nodes, spec_from_config)
+from asmp_jax.models.classifiers import (ConsistencyClassifier, DirectionClassifier,
+                                         ResNetBackbone, time_windows)
+from asmp_jax.models.graph_encoder import GraphEncoder, flatten_graphs, masked_max_mean_pool
+from asmp_jax.models.layers import (ConvTranspose4x4s2, conv_transpose_4x4s2,
+                                    conv_transpose_4x4s2_plain, l2_normalize)
+from asmp_jax.models.unet import ConditionedUNet
+
+__all__ = [
+    "ASMP", "BATCH_DTYPES", "GRAPH_MODES", "ModelSpec", "assign_steps_to_slots", "batch_shapes",
+    "create_model", "init_variables", "select_slot_nodes", "spec_from_config",
+    "ConsistencyClassifier", "DirectionClassifier", "ResNetBackbone", "time_windows",
+    "GraphEncoder", "flatten_graphs", "masked_max_mean_pool",
+    "ConvTranspose4x4s2", "conv_transpose_4x4s2", "conv_transpose_4x4s2_plain", "l2_normalize",
+    "ConditionedUNet",
+]

@@ -1,0 +1,107 @@
+"""Conditioned U-Net (the Acoustic Separator Network, paper §3.3; Co-Separation's 7-layer U-Net).
+
+Encoder: 7 x [4x4 conv stride 2 (padding 1) -> BatchNorm -> LeakyReLU 0.2] with widths
+64, 128, 256, 512, 512, 512, 512 (times ``width_mult``): 256x256 -> 2x2. The first layer has
+BatchNorm by default, as in the Co-Separation / AVSGS public U-Net (``unet_conv`` always applies
+it); ``first_layer_norm=False`` gives the pix2pix variant.
+
+Bottleneck: the conditioning vector tiled over the encoder's last spatial grid (2x2) and
+concatenated to it. Decoder: 7 x [4x4 transposed conv stride 2 -> BatchNorm -> ReLU], each with the
+skip of the mirrored encoder layer concatenated to its input; the last layer has 1 channel and a
+sigmoid.
+
+Encoder once, decoder per conditioning: the mixture is encoded once per example and only the
+decoder runs for each of the ``C`` conditionings (``C = U * S = 6`` in ASMP); the public code
+re-encodes the mixture every time. Beyond that, a decoder layer's input is
+``concat(decoder_state [B, C, ...], skip [B, 1, ...])`` and a convolution is linear in its input
+channels, so `ConvTranspose4x4s2` convolves the skip part once per mixture and broadcasts it: the
+result is identical to convolving the concatenation (same parameters), with roughly half the
+decoder FLOPs. BatchNorm statistics in the decoder are over all ``B * C`` decoded maps.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from asmp_jax.models.layers import ConvTranspose4x4s2, batch_norm, leaky_relu_02
+
+Array = jax.Array
+Dtype = Any
+
+BASE_WIDTHS = (64, 128, 256, 512, 512, 512, 512)
+
+
+def unet_widths(width_mult: float) -> tuple[int, ...]:
+  """Encoder widths scaled by ``width_mult`` (at least 1 channel each)."""
+  if width_mult <= 0:
+    raise ValueError(f"config.model.unet_width_mult must be > 0, got {width_mult}")
+  return tuple(max(1, int(round(w * width_mult))) for w in BASE_WIDTHS)
+
+
+class ConditionedUNet(nn.Module):
+  """7-down / 7-up U-Net producing one mask per conditioning vector.
+
+  Attributes:
+    width_mult: scales every width (1.0 = paper; 0.125 for tiny configs).
+    first_layer_norm: BatchNorm after the first encoder conv (Co-Separation public code: yes).
+    conv_impl: ``"custom"`` (fast kernel gradient) or ``"plain"`` transposed convolutions.
+    dtype: compute dtype; the returned masks are float32.
+  """
+  width_mult: float = 1.0
+  first_layer_norm: bool = True
+  conv_impl: str = "custom"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, spec: Array, cond: Array, train: bool) -> Array:
+    """Separates one mixture spectrogram under ``C`` conditionings.
+
+    Args:
+      spec: ``[B, H, W]`` log-magnitude mixture spectrogram (H, W divisible by 128).
+      cond: ``[B, C, E]`` conditioning vectors (unit-normalised embeddings).
+      train: BatchNorm uses batch statistics (and updates ``batch_stats``) when True.
+
+    Returns:
+      masks ``[B, C, H, W]`` float32 in [0, 1].
+    """
+    if spec.ndim != 3:
+      raise ValueError(f"ConditionedUNet: spec must be [B, H, W], got shape {spec.shape}")
+    if cond.ndim != 3 or cond.shape[0] != spec.shape[0]:
+      raise ValueError(f"ConditionedUNet: cond must be [B, C, E] with B={spec.shape[0]}, got "
+                       f"{cond.shape}")
+    b, h, w = spec.shape
+    n_layers = len(BASE_WIDTHS)
+    if h % (2**n_layers) or w % (2**n_layers):
+      raise ValueError(f"ConditionedUNet: H, W must be divisible by {2**n_layers}, got {h}x{w}")
+    widths = unet_widths(self.width_mult)
+
+    # Encoder, once per mixture: [B, H, W, 1] -> 7 maps.
+    x = spec[..., None].astype(self.dtype)
+    skips = []
+    for i, width in enumerate(widths):
+      x = nn.Conv(width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                  name=f"down{i + 1}")(x)
+      if i > 0 or self.first_layer_norm:
+        x = batch_norm(train, self.dtype, name=f"down{i + 1}_bn")(x)
+      x = leaky_relu_02(x)
+      skips.append(x[:, None])                      # [B, 1, h, w, c]: shared by every conditioning
+
+    # Bottleneck: conditioning tiled over the last grid.
+    c = cond.shape[1]
+    bottom = skips[-1]
+    tiled = jnp.broadcast_to(cond[:, :, None, None, :].astype(self.dtype),
+                             (b, c) + bottom.shape[2:4] + (cond.shape[-1],))
+    up_widths = tuple(reversed(widths[:-1])) + (1,)  # 512, 512, 512, 256, 128, 64, 1
+    y = None
+    for i, width in enumerate(up_widths):
+      conv = ConvTranspose4x4s2(width, impl=self.conv_impl, dtype=self.dtype, name=f"up{i + 1}")
+      if i == 0:
+        y = conv(bottom, tiled)                       # [B, C, 2h, 2w, width]
+      else:
+        y = conv(y, skips[n_layers - 1 - i])
+      if i < n_layers - 1:
+        y = nn.relu(batch_norm(train, self.dtype, name=f"up{i + 1}_bn")(y))
+    return jax.nn.sigmoid(y[..., 0].astype(jnp.float32))

@@ -1,0 +1,336 @@
+"""Tests for the ASMP model (asmp_jax.models) on a tiny configuration."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from asmp_jax import losses, models
+from asmp_jax.models import asmp, graph_encoder, unet
+
+NN, F, H = 6, 12, 128
+TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
+            edgeconv_dim=8, num_slots=3, num_videos=2, unet_width_mult=0.125, num_classes=5,
+            num_direction_classes=10, dir_window_cols=20, dir_window_stride=20,
+            num_dir_windows=6, cls_width=4, cls_blocks=(1, 1), graph_mode="asmp",
+            dtype="float32")
+
+
+def _graph_batch(seed, b=2, u=2, nn_=NN):
+  """Random padded dense graphs: nodes [aud, (aud), ctx..., bg] then padding."""
+  rng = np.random.default_rng(seed)
+  n_valid = rng.integers(3, nn_ + 1, size=(b, u))
+  n_aud = rng.integers(1, 3, size=(b, u))
+  idx = np.arange(nn_)
+  node_mask = idx < n_valid[..., None]
+  node_type = np.where(idx < n_aud[..., None], 0, 1)
+  node_type = np.where(idx == n_valid[..., None] - 1, 2, node_type)
+  node_type = np.where(node_mask, node_type, 1).astype(np.int32)
+  snd, rcv = np.nonzero(~np.eye(nn_, dtype=bool))
+  ne = len(snd)
+  senders = np.broadcast_to(snd, (b, u, ne)).astype(np.int32)
+  receivers = np.broadcast_to(rcv, (b, u, ne)).astype(np.int32)
+  edge_mask = node_mask[..., snd] & node_mask[..., rcv] & (rng.random((b, u, ne)) < 0.8)
+  source_mask = np.stack([np.ones((b, u), bool), n_aud == 2, np.ones((b, u), bool)], -1)
+  return {
+      "node_features": rng.normal(size=(b, u, nn_, F)).astype(np.float32),
+      "node_mask": node_mask, "node_type": node_type,
+      "senders": senders, "receivers": receivers,
+      "edge_weight": rng.uniform(0.05, 1.0, size=(b, u, ne)).astype(np.float32),
+      "edge_mask": edge_mask, "source_mask": source_mask,
+  }
+
+
+def _full_batch(seed, b=2):
+  rng = np.random.default_rng(seed + 100)
+  batch = _graph_batch(seed, b)
+  s = batch["source_mask"]
+  mags = rng.gamma(1.0, size=(b, 2, H, H)).astype(np.float32)
+  batch.update(
+      mix_log_mag=np.log(mags.sum(1) + 1e-4).astype(np.float32),
+      video_mag_warped=mags,
+      class_labels=np.where(np.arange(3) == 2, 4, rng.integers(0, 4, size=(b, 2, 3))).astype(
+          np.int32),
+      dir_labels=rng.integers(0, 10, size=(b, 2, 3, 6)).astype(np.int32),
+      dir_valid=s[..., None] & (rng.random((b, 2, 3, 6)) < 0.9),
+  )
+  return batch
+
+
+def _embed(model, params, batch):
+  return model.apply({"params": params}, batch, method=asmp.ASMP.embed)
+
+
+def _jit_init(module, *args, method=None, **static_kwargs):
+  """Jitted init (eager init compiles every op separately, which is slow on CPU)."""
+  fn = lambda r, a: module.init(r, *a, method=method, **static_kwargs)
+  with jax.threefry_partitionable(False):
+    return jax.jit(fn)(jax.random.key(0), args)
+
+
+def _embed_params(model, batch):
+  return _jit_init(model, batch, method=asmp.ASMP.embed)["params"]
+
+
+@pytest.fixture(scope="module")
+def asmp_embed():
+  model = models.create_model(TINY)
+  batch = _graph_batch(0)
+  params = _embed_params(model, batch)
+  return model, params, jax.jit(lambda p, b: _embed(model, p, b))
+
+
+@pytest.fixture(scope="module")
+def train_step_result():
+  """One jitted value_and_grad of total_loss through the full tiny model."""
+  model = models.create_model(TINY)
+  batch = {k: jnp.asarray(v) for k, v in _full_batch(1).items()}
+  shapes = {k: v for k, v in batch.items() if k in models.BATCH_DTYPES}
+  variables = models.init_variables(model, jax.random.key(0), shapes)
+  loss_cfg = ml_collections.ConfigDict(dict(lambda_cons=0.05, lambda_cyc=1.0, lambda_ortho=1.0,
+                                            lambda_dir=0.05, mask_target="ibm"))
+
+  @jax.jit
+  def step(params, batch_stats, batch):
+    def loss_fn(p):
+      out, upd = model.apply({"params": p, "batch_stats": batch_stats}, batch, train=True,
+                             mutable=["batch_stats"])
+      loss, metrics = losses.total_loss(out, batch, loss_cfg)
+      return loss, (metrics, out, upd["batch_stats"])
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  (loss, (metrics, out, new_stats)), grads = step(variables["params"], variables["batch_stats"],
+                                                  batch)
+  return dict(model=model, batch=batch, variables=variables, loss=loss, metrics=metrics, out=out,
+              new_stats=new_stats, grads=grads)
+
+
+def test_full_model_output_shapes_and_ranges(train_step_result):
+  r = train_step_result
+  out, batch = r["out"], r["batch"]
+  b = batch["mix_log_mag"].shape[0]
+  assert out["embeddings"].shape == (b, 2, 3, 16)
+  assert out["graph_embedding"].shape == (b, 2, 16)
+  assert out["masks"].shape == (b, 2, 3, H, H)
+  assert out["sep_log_mag"].shape == (b, 2, 3, H, H)
+  assert out["cons_logits"].shape == (b, 2, 3, 5)
+  assert out["dir_logits"].shape == (b, 2, 3, 6, 10)
+  for v in out.values():
+    assert v.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(v)))
+  masks = np.asarray(out["masks"])
+  assert masks.min() >= 0.0 and masks.max() <= 1.0
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out["embeddings"]), axis=-1), 1.0,
+                             rtol=1e-5)
+  # sep_log_mag is log(mask * mixture magnitude + eps).
+  np.testing.assert_allclose(
+      np.asarray(out["sep_log_mag"]),
+      np.log(masks * np.exp(np.asarray(batch["mix_log_mag"]))[:, None, None] + 1e-4),
+      rtol=1e-4, atol=1e-4)
+
+
+def test_value_and_grad_finite_for_every_leaf(train_step_result):
+  r = train_step_result
+  assert np.isfinite(float(r["loss"]))
+  for key in ("loss", "loss_cons", "loss_cyc", "loss_ortho", "loss_dir", "acc_cons", "acc_dir",
+              "acc_mask"):
+    assert np.isfinite(float(r["metrics"][key])), key
+  leaves = jax.tree_util.tree_flatten_with_path(r["grads"])[0]
+  assert len(leaves) == len(jax.tree.leaves(r["variables"]["params"]))
+  for path, g in leaves:
+    name = jax.tree_util.keystr(path)
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)), name
+    # Residual branches start at zero (zero-init last BN scale), so their inner layers get no
+    # gradient on the first step; everything else must.
+    in_branch = "_block" in name and any(f"'{n}'" in name for n in ("conv1", "bn1", "conv2"))
+    if not in_branch:
+      assert np.any(g != 0), name
+  # Every part of the network receives gradient.
+  for part in ("graph_encoder", "slot_gru", "unet", "consistency", "direction"):
+    assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(r["grads"][part])), part
+  # Training mode updated the BatchNorm statistics.
+  old = jax.tree.leaves(r["variables"]["batch_stats"])
+  new = jax.tree.leaves(r["new_stats"])
+  assert any(not np.allclose(np.asarray(a), np.asarray(b)) for a, b in zip(old, new))
+
+
+def _pad_more(batch, seed, extra_nodes=3, extra_edges=7):
+  """Adds padding nodes/edges with random content, and junk in existing padded slots."""
+  rng = np.random.default_rng(seed)
+  b, u, nn_, f = batch["node_features"].shape
+  out = {k: np.array(v) for k, v in batch.items()}
+  nf = out["node_features"]
+  nf[~out["node_mask"]] = rng.normal(size=(int((~out["node_mask"]).sum()), f)) * 100
+  ew = out["edge_weight"]
+  ew[~out["edge_mask"]] = rng.uniform(0, 1, size=int((~out["edge_mask"]).sum()))
+  n2 = nn_ + extra_nodes
+  cat = lambda a, extra, axis=2: np.concatenate([a, extra], axis=axis)
+  out["node_features"] = cat(nf, rng.normal(size=(b, u, extra_nodes, f)).astype(np.float32) * 50)
+  out["node_mask"] = cat(out["node_mask"], np.zeros((b, u, extra_nodes), bool))
+  out["node_type"] = cat(out["node_type"], rng.integers(0, 3, size=(b, u, extra_nodes)))
+  # Extra edges: masked ones between random nodes, and *unmasked* ones that touch padding nodes
+  # (invalid because an endpoint is padding), plus out-of-range indices.
+  snd = rng.integers(0, n2, size=(b, u, extra_edges))
+  rcv = rng.integers(0, n2, size=(b, u, extra_edges))
+  rcv[..., 0] = nn_  # valid-looking edge into a padding node
+  snd[..., 1] = nn_ + 1
+  rcv[..., 1] = 0    # padding node -> real node 0, edge_mask True
+  snd[..., 2] = -3   # out of range
+  emask = np.zeros((b, u, extra_edges), bool)  # masked edges may join any two nodes...
+  emask[..., :3] = True                          # ...these are unmasked but invalid
+  out["senders"] = cat(out["senders"], snd.astype(np.int32))
+  out["receivers"] = cat(out["receivers"], rcv.astype(np.int32))
+  out["edge_weight"] = cat(ew, rng.uniform(0, 1, size=(b, u, extra_edges)).astype(np.float32))
+  out["edge_mask"] = cat(out["edge_mask"], emask)
+  return out
+
+
+def test_padding_nodes_and_edges_change_nothing(asmp_embed):
+  model, params, embed = asmp_embed
+  batch = _graph_batch(0)
+  base = embed(params, batch)
+  padded = embed(params, _pad_more(batch, 1))
+  for key in ("embeddings", "graph_embedding"):
+    np.testing.assert_allclose(np.asarray(padded[key]), np.asarray(base[key]), rtol=1e-5,
+                               atol=1e-6)
+  # Sanity: a *valid* node's feature does change the result.
+  changed = {k: np.array(v) for k, v in batch.items()}
+  changed["node_features"][0, 0, 0] += 1.0
+  assert not np.allclose(np.asarray(embed(params, changed)["embeddings"][0, 0]),
+                         np.asarray(base["embeddings"][0, 0]))
+
+
+def test_graphs_do_not_leak_between_videos_or_examples(asmp_embed):
+  model, params, embed = asmp_embed
+  batch = _graph_batch(0)
+  base = np.asarray(embed(params, batch)["embeddings"])
+  other = _graph_batch(5)
+  changed = {k: np.array(v) for k, v in batch.items()}
+  for k in ("node_features", "edge_weight", "edge_mask", "node_mask", "node_type"):
+    changed[k][:, 1] = other[k][:, 1]   # replace video 2's graph in every example
+  changed["node_features"][1, 0] += 0.5  # and example 2's first video
+  got = np.asarray(embed(params, changed)["embeddings"])
+  np.testing.assert_allclose(got[0, 0], base[0, 0], rtol=1e-6, atol=1e-7)
+  assert not np.allclose(got[:, 1], base[:, 1])
+  assert not np.allclose(got[1, 0], base[1, 0])
+
+
+def test_edge_weights_matter_only_in_asmp_mode(asmp_embed):
+  model, params, embed = asmp_embed
+  batch = _graph_batch(2)
+  reweighted = dict(batch, edge_weight=np.random.default_rng(3).uniform(
+      0.05, 1, size=batch["edge_weight"].shape).astype(np.float32))
+  a = np.asarray(embed(params, batch)["embeddings"])
+  b = np.asarray(embed(params, reweighted)["embeddings"])
+  assert not np.allclose(a, b)
+  eq_model = models.create_model(dict(TINY, graph_mode="equal"))
+  eq_params = _embed_params(eq_model, batch)
+  a = np.asarray(_embed(eq_model, eq_params, batch)["embeddings"])
+  b = np.asarray(_embed(eq_model, eq_params, reweighted)["embeddings"])
+  np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_no_vision_mode_ignores_features_but_slots_differ():
+  model = models.create_model(dict(TINY, graph_mode="no_vision"))
+  batch = _graph_batch(4)
+  params = _embed_params(model, batch)
+  a = np.asarray(_embed(model, params, batch)["embeddings"])
+  other = dict(batch, node_features=batch["node_features"] * -3.0 + 1.0)
+  b = np.asarray(_embed(model, params, other)["embeddings"])
+  np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, rtol=1e-5)
+  assert not np.allclose(a[0, 0, 0], a[0, 0, 1])
+
+
+def test_single_node_mode_uses_the_slot_nodes():
+  model = models.create_model(dict(TINY, graph_mode="single_node"))
+  batch = _graph_batch(6)
+  params = _embed_params(model, batch)
+  assert set(params) == {"node_mlp"}
+  emb = np.asarray(_embed(model, params, batch)["embeddings"])
+  node = graph_encoder.NodeMLP(32, 16).apply({"params": params["node_mlp"]},
+                                             batch["node_features"])
+  node = np.asarray(node / jnp.linalg.norm(node, axis=-1, keepdims=True))
+  for bi in range(2):
+    for ui in range(2):
+      types, valid = batch["node_type"][bi, ui], batch["node_mask"][bi, ui]
+      aud = np.nonzero((types == 0) & valid)[0]
+      bg = np.nonzero((types == 2) & valid)[0][0]
+      np.testing.assert_allclose(emb[bi, ui, 0], node[bi, ui, aud[0]], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(emb[bi, ui, 2], node[bi, ui, bg], rtol=1e-5, atol=1e-6)
+      if len(aud) > 1:
+        np.testing.assert_allclose(emb[bi, ui, 1], node[bi, ui, aud[1]], rtol=1e-5, atol=1e-6)
+      else:
+        np.testing.assert_array_equal(emb[bi, ui, 1], 0.0)
+
+
+def test_assign_steps_to_slots():
+  steps = np.arange(3)[None, :, None] * np.ones((3, 1, 2))        # step k holds value k
+  mask = np.array([[True, True, True], [True, False, True], [False, False, True]])
+  got = np.asarray(models.assign_steps_to_slots(steps, mask))[..., 0]
+  np.testing.assert_array_equal(got, [[0, 1, 2], [0, 2, 1], [1, 2, 0]])
+
+
+def test_unet_encoder_once_equals_per_conditioning():
+  rng = np.random.default_rng(7)
+  spec = rng.normal(size=(2, H, H)).astype(np.float32) * 3
+  # Large conditionings: at init (eval mode) their effect on the masks is otherwise tiny.
+  cond = rng.normal(size=(2, 3, 16)).astype(np.float32) * 30
+  net = unet.ConditionedUNet(0.125)
+  variables = _jit_init(net, spec, cond[:, :1], train=False)
+  run = jax.jit(lambda v, s, c: net.apply(v, s, c, False))
+  joint = np.asarray(run(variables, spec, cond))
+  assert joint.shape == (2, 3, H, H)
+  assert joint.min() >= 0 and joint.max() <= 1
+  single = np.asarray(run(variables, spec, cond[:, 1:2]))
+  np.testing.assert_allclose(joint[:, 1], single[:, 0], rtol=1e-5, atol=1e-6)
+  assert np.abs(joint[:, 0] - joint[:, 1]).max() > 1e-4  # the conditioning reaches the mask
+  with pytest.raises(ValueError, match="divisible"):
+    net.init(jax.random.key(1), spec[:, :100], cond, False)
+
+
+def test_bfloat16_compute_keeps_float32_outputs(train_step_result):
+  model = models.create_model(dict(TINY, dtype="bfloat16"))
+  batch = {k: v for k, v in train_step_result["batch"].items() if k in models.BATCH_DTYPES}
+  variables = train_step_result["variables"]  # float32 params; same tree for any compute dtype
+  out = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
+  ref = train_step_result["model"].apply(variables, batch,
+                                         method=asmp.ASMP.embed)["embeddings"]
+  for key in ("embeddings", "masks", "cons_logits", "dir_logits"):
+    assert out[key].dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(out[key])))
+  # bfloat16 compute stays close to float32 (8-bit mantissa).
+  np.testing.assert_allclose(np.asarray(out["embeddings"]), np.asarray(ref), atol=0.1)
+
+
+def test_config_validation_names_the_key():
+  with pytest.raises(ValueError, match="config.model.cls_width"):
+    models.create_model({k: v for k, v in TINY.items() if k != "cls_width"})
+  with pytest.raises(ValueError, match="graph_mode"):
+    models.create_model(dict(TINY, graph_mode="gcn"))
+  with pytest.raises(ValueError, match="node_feature_dim"):
+    models.create_model(dict(TINY, node_feature_dim=0))
+  with pytest.raises(ValueError, match="edgeconv_dim"):
+    models.create_model(dict(TINY, edgeconv_dim=12))
+  with pytest.raises(ValueError, match="config.model.dtype"):
+    models.create_model(dict(TINY, dtype="float8"))
+  # ConfigDict input (as the trainer passes config.model), optional keys defaulted.
+  model = models.create_model(ml_collections.ConfigDict(TINY))
+  assert model.spec == dataclasses.replace(models.ModelSpec(**TINY))
+  assert model.spec.compact_slots and model.spec.conv_transpose_impl == "custom"
+
+
+def test_batch_shapes_and_eval_shape_init():
+  model = models.create_model(TINY)
+  shapes = models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H))
+  assert shapes["node_features"].shape == (3, 2, NN, F)
+  assert shapes["source_mask"].dtype == jnp.bool_
+  abstract = jax.eval_shape(lambda r: models.init_variables(model, r, shapes), jax.random.key(0))
+  assert set(abstract) == {"params", "batch_stats"}
+  # up1 sees the last encoder map (512 * 0.125 channels) and the embedding (16).
+  assert abstract["params"]["unet"]["up1"]["kernel"].shape == (4, 4, 64 + 16, 64)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(abstract["params"]))
