@@ -2,18 +2,18 @@
 
   python -m asmp_jax.tpu_submit --name=asmp-asiw --zone=us-central2-b --accelerator_type=v4-32 \\
       --spot --bucket=gs://my-bucket --dry_run \\
-      -- --config=configs/asiw.py --workdir=gs://my-bucket/runs/asiw --config.train.num_train_steps=50000
+      -- --config=configs/asiw.py --workdir=gs://my-bucket/runs/asiw --config.train.batch_size=32
 
 Everything after ``--`` is passed to ``launch.py`` unchanged, on every worker. The steps:
 
-  1. create the slice: ``gcloud compute tpus tpu-vm create`` or, with ``--queued``, a queued resource
-     (``gcloud compute tpus queued-resources create``) followed by a ``describe`` polling loop until
-     the request is ACTIVE;
+  1. create the slice: ``gcloud compute tpus tpu-vm create`` or, with ``--queued``, a queued
+     resource (``gcloud compute tpus queued-resources create``) followed by a ``describe`` polling
+     loop until the request is ACTIVE;
   2. ship the code: ``git archive`` of HEAD (the committed, git-tracked files only) copied to every
      worker with ``gcloud compute tpus tpu-vm scp --worker=all``;
   3. install on every worker: a Python 3.11 virtual environment (made with ``uv``, since the TPU
-     images ship an older Python), ``requirements.txt`` + the project, GCS file-system packages and
-     the TPU build of JAX;
+     images' system Python can be older), ``requirements.txt`` + the project, GCS file-system
+     packages and the TPU build of JAX;
   4. start ``launch.py`` under ``nohup`` on every worker (``gcloud compute tpus tpu-vm ssh
      --worker=all``), each worker appending to its own log ``~/asmp_logs/<name>-<hostname>.log``;
   5. print how to follow each worker's log, stop the run and delete the slice.
@@ -26,7 +26,9 @@ submission with the failing command. The command builders are pure functions of 
 Slice sizes (Cloud TPU docs: tpu/docs/v4, v5e, v5p, v6e, system-architecture): the number in
 ``v2/v3/v4/v5p-N`` counts TensorCores (2 per chip, 4 chips per worker VM), so v4-8 is one worker and
 v4-32 four; the number in ``v5litepod-N`` / ``v6e-N`` counts chips (1 TensorCore each); slices of up
-to 8 chips are one VM, larger ones have 4 chips per VM (v5litepod-16: 4 workers).
+to 8 chips are one VM, larger ones have 4 chips per VM (v5litepod-16: 4 workers). JAX sees one
+device per chip on v4/v5p (megacore), so ``train.batch_size`` must be a multiple of 16 on a v4-32;
+:func:`parse_args` checks it. docs/cloud_tpu.md gives the sources.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import argparse
 import dataclasses
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -75,6 +78,7 @@ class _Generation:
   chips_per_worker: int  # chips per VM in multi-host slices
   max_single_host_chips: int  # slices up to this many chips are one VM
   runtime_version: str  # Cloud TPU software version recommended for JAX (tpu/docs/runtimes)
+  megacore: bool = False  # JAX sees the chip's 2 TensorCores as one device (v4, v5p)
   sizes: frozenset[int] | None = None  # allowed numbers; None: any multiple of one worker
 
 
@@ -82,29 +86,35 @@ _V5E_SIZES = frozenset({1, 4, 8, 16, 32, 64, 128, 256})
 _GENERATIONS = {
     "v2": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base"),
     "v3": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base"),
-    "v4": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base"),
-    "v5p": _Generation("tensorcores", 2, 4, 4, "v2-alpha-tpuv5"),
-    "v5litepod": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv5-lite", _V5E_SIZES),
-    "v6e": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv6e", _V5E_SIZES),
+    "v4": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base", megacore=True),
+    "v5p": _Generation("tensorcores", 2, 4, 4, "v2-alpha-tpuv5", megacore=True),
+    "v5litepod": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv5-lite", sizes=_V5E_SIZES),
+    "v6e": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv6e", sizes=_V5E_SIZES),
 }
 _ACCELERATOR_RE = re.compile(r"^(?P<gen>[a-z0-9]+?)-(?P<n>[0-9]+)$")
 
 
 @dataclasses.dataclass(frozen=True)
 class SliceSpec:
-  """Geometry of a TPU slice: ``workers`` is the number of TPU VMs (one JAX process each)."""
+  """Geometry of a TPU slice.
+
+  ``workers`` is the number of TPU VMs (one JAX process each); ``jax_devices`` the global
+  ``jax.device_count()``: one per chip on v4/v5p (megacore) and v5e/v6e, one per TensorCore on
+  v2/v3.
+  """
   accelerator_type: str
   generation: str
   chips: int
   tensorcores: int
   workers: int
   chips_per_worker: int
+  jax_devices: int
   runtime_version: str
 
   def describe(self) -> str:
-    return (f"{self.accelerator_type}: {self.chips} chips ({self.tensorcores} TensorCores), "
-            f"{self.workers} worker VM{'s' if self.workers > 1 else ''} with "
-            f"{self.chips_per_worker} chips each")
+    return (f"{self.accelerator_type}: {self.chips} chips ({self.tensorcores} TensorCores, "
+            f"{self.jax_devices} JAX devices), {self.workers} worker VM"
+            f"{'s' if self.workers > 1 else ''} with {self.chips_per_worker} chips each")
 
 
 def slice_spec(accelerator_type: str) -> SliceSpec:
@@ -138,8 +148,10 @@ def slice_spec(accelerator_type: str) -> SliceSpec:
     workers, per = 1, chips
   else:
     workers, per = chips // gen.chips_per_worker, gen.chips_per_worker
-  return SliceSpec(accelerator_type, m.group("gen"), chips, chips * gen.cores_per_chip, workers,
-                   per, gen.runtime_version)
+  cores = chips * gen.cores_per_chip
+  devices = chips if gen.megacore else cores
+  return SliceSpec(accelerator_type, m.group("gen"), chips, cores, workers, per, devices,
+                   gen.runtime_version)
 
 
 def worker_count(accelerator_type: str) -> int:
@@ -165,6 +177,7 @@ class SubmitConfig:
   bucket: str = ""
   data_dir: str = ""
   env: tuple[tuple[str, str], ...] = ()
+  create_args: tuple[str, ...] = ()  # extra gcloud create flags, e.g. --service-account=...
   dry_run: bool = False
   skip_create: bool = False
   python: str = DEFAULT_PYTHON
@@ -193,7 +206,7 @@ class SubmitConfig:
 
 _NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _ZONE_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
-_PROJECT_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$|^[a-z0-9.-]+:[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+_PROJECT_RE = re.compile(r"^([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")  # optional domain:
 _BUCKET_RE = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PYTHON_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$|^/[A-Za-z0-9._/+-]+$")
@@ -234,6 +247,10 @@ def validate(cfg: SubmitConfig) -> None:
     if not _ENV_KEY_RE.match(key) or any(c in value for c in "\n\0"):
       raise SubmitArgumentError(f"--env={key}={value!r}: expected NAME=VALUE with NAME a shell "
                                 "variable name and VALUE on one line")
+  for arg in cfg.create_args:
+    if not arg.startswith("--") or any(c in arg for c in "\n\0"):
+      raise SubmitArgumentError(f"--create_arg={arg!r}: expected a gcloud flag such as "
+                                "--service-account=SA or --internal-ips")
   if not _PYTHON_RE.match(cfg.python):
     raise SubmitArgumentError(f"--python={cfg.python!r}: expected a version such as 3.11 or an "
                               "absolute interpreter path")
@@ -255,11 +272,11 @@ def validate(cfg: SubmitConfig) -> None:
         "workdir must be shared by all workers: use a gs:// path")
 
 
-def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+  """(our flags, launch.py arguments after the first '--' or None when there is no '--')."""
   argv = list(argv)
   if "--" not in argv:
-    raise SubmitArgumentError("put the launch.py arguments after '--', e.g. "
-                              "-- --config=configs/asiw.py --workdir=gs://BUCKET/runs/asiw")
+    return argv, None
   i = argv.index("--")
   return argv[:i], argv[i + 1:]
 
@@ -288,6 +305,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="TFDS data dir exported as TFDS_DATA_DIR on every worker.")
   p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                  help="Extra environment variable for launch.py (repeatable).")
+  p.add_argument("--create_arg", action="append", default=[], metavar="--FLAG[=VALUE]",
+                 help="Extra flag for the gcloud create command, e.g. "
+                      "--create_arg=--service-account=SA (repeatable).")
   p.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
   p.add_argument("--skip_create", action="store_true",
                  help="Use an existing slice of this name (ship, install and run only).")
@@ -310,7 +330,10 @@ def parse_args(argv: Sequence[str]) -> SubmitConfig:
     SystemExit: from argparse for unknown or missing flags (usage on stderr).
   """
   ours, launch_args = _split_argv(argv)
-  ns = _parser().parse_args(ours)
+  ns = _parser().parse_args(ours)  # first, so that -h and missing flags are reported as usual
+  if launch_args is None:
+    raise SubmitArgumentError("put the launch.py arguments after '--', e.g. "
+                              "-- --config=configs/asiw.py --workdir=gs://BUCKET/runs/asiw")
   env = []
   for item in ns.env:
     key, sep, value = item.partition("=")
@@ -328,11 +351,41 @@ def parse_args(argv: Sequence[str]) -> SubmitConfig:
       name=ns.name, zone=ns.zone, accelerator_type=ns.accelerator_type,
       launch_args=tuple(launch_args), runtime_version=ns.runtime_version, project=ns.project,
       spot=ns.spot, reserved=ns.reserved, queued=ns.queued, bucket=bucket, data_dir=data_dir,
-      env=tuple(env), dry_run=ns.dry_run, skip_create=ns.skip_create, python=ns.python,
-      jax_version=ns.jax_version, poll_seconds=ns.poll_seconds, staging_dir=ns.staging_dir,
-      repo_dir=ns.repo_dir)
+      env=tuple(env), create_args=tuple(ns.create_arg), dry_run=ns.dry_run,
+      skip_create=ns.skip_create, python=ns.python, jax_version=ns.jax_version,
+      poll_seconds=ns.poll_seconds, staging_dir=ns.staging_dir, repo_dir=ns.repo_dir)
   validate(cfg)
+  _check_batch_size(cfg)
   return cfg
+
+
+def config_batch_size(cfg: SubmitConfig) -> int | None:
+  """``train.batch_size`` launch.py will use: the override after '--', else the config file's.
+
+  Returns None when the config file cannot be loaded here (it is then only checked on the slice).
+  """
+  override = launch_flag(cfg.launch_args, "config.train.batch_size")
+  if override is not None:
+    try:
+      return int(override)
+    except ValueError:
+      return None
+  path = (launch_flag(cfg.launch_args, "config") or "").split(":", 1)[0]
+  try:
+    config = runpy.run_path(os.path.join(cfg.repo, path))["get_config"]()
+    return int(config.train.batch_size)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _check_batch_size(cfg: SubmitConfig) -> None:
+  """train.py shards the global batch over all devices, so it refuses sizes that do not divide."""
+  batch, devices = config_batch_size(cfg), cfg.slice.jax_devices
+  if batch is not None and batch % devices:
+    raise SubmitArgumentError(
+        f"--config.train.batch_size={batch} is not divisible by the {devices} JAX devices of "
+        f"{cfg.accelerator_type} (train.py would stop at start-up): pass e.g. "
+        f"--config.train.batch_size={-(-batch // devices) * devices} after '--'")
 
 
 # ----------------------------------------------------------------------------- command builders
@@ -356,9 +409,10 @@ def create_command(cfg: SubmitConfig) -> list[str]:
   if cfg.queued:
     return ["gcloud", "compute", "tpus", "queued-resources", "create", cfg.name,
             f"--node-id={cfg.name}", *_scope(cfg), f"--accelerator-type={cfg.accelerator_type}",
-            f"--runtime-version={cfg.version}", *capacity]
+            f"--runtime-version={cfg.version}", *capacity, *cfg.create_args]
   return ["gcloud", "compute", "tpus", "tpu-vm", "create", cfg.name, *_scope(cfg),
-          f"--accelerator-type={cfg.accelerator_type}", f"--version={cfg.version}", *capacity]
+          f"--accelerator-type={cfg.accelerator_type}", f"--version={cfg.version}", *capacity,
+          *cfg.create_args]
 
 
 def queued_state_command(cfg: SubmitConfig) -> list[str]:
@@ -396,7 +450,9 @@ def install_script(cfg: SubmitConfig) -> str:
       f"mkdir -p ~/{REMOTE_SRC}",
       f"tar -xzf ~/{REMOTE_TARBALL} -C ~/{REMOTE_SRC}",
       f"cd ~/{REMOTE_SRC}",
-      "python3 -m pip install --user --upgrade uv",
+      # PEP 668 images refuse user installs unless told (pip >= 23.0.1 knows the flag).
+      "{ python3 -m pip install --user --upgrade uv || "
+      "python3 -m pip install --user --upgrade --break-system-packages uv; }",
       f"[ -x {venv_python} ] || python3 -m uv venv --python {shlex.quote(cfg.python)} "
       f"~/{REMOTE_VENV}",
       f"{uv_install} -r requirements.txt -e . {' '.join(GCS_PACKAGES)}",

@@ -27,7 +27,7 @@ NAME = "asmp-test"
 ZONE = "us-central2-b"
 LAUNCH = ["--config=configs/asiw.py", "--workdir=gs://my-bucket/runs/asiw",
           "--config.train.num_train_steps=100", "--config.data.manual_dir=/data/my clips",
-          "--config.model.dtype", "bfloat16"]
+          "--config.model.dtype", "bfloat16", "--config.train.batch_size=32"]
 
 
 def _argv(*flags, launch=LAUNCH, staging="/tmp/stage"):
@@ -47,17 +47,18 @@ def _command_of(argv):
 # ----------------------------------------------------------------------------- slice geometry
 
 
-@pytest.mark.parametrize("acc, chips, cores, workers", [
-    ("v4-8", 4, 8, 1), ("v4-16", 8, 16, 2), ("v4-32", 16, 32, 4), ("v4-128", 64, 128, 16),
-    ("v2-8", 4, 8, 1), ("v2-32", 16, 32, 4), ("v3-8", 4, 8, 1),
-    ("v5p-8", 4, 8, 1), ("v5p-16", 8, 16, 2),
-    ("v5litepod-1", 1, 1, 1), ("v5litepod-4", 4, 4, 1), ("v5litepod-8", 8, 8, 1),
-    ("v5litepod-16", 16, 16, 4), ("v5litepod-256", 256, 256, 64),
-    ("v6e-8", 8, 8, 1), ("v6e-16", 16, 16, 4),
+@pytest.mark.parametrize("acc, chips, cores, workers, devices", [
+    ("v4-8", 4, 8, 1, 4), ("v4-16", 8, 16, 2, 8), ("v4-32", 16, 32, 4, 16),
+    ("v4-128", 64, 128, 16, 64), ("v2-8", 4, 8, 1, 8), ("v2-32", 16, 32, 4, 32),
+    ("v3-8", 4, 8, 1, 8), ("v5p-8", 4, 8, 1, 4), ("v5p-16", 8, 16, 2, 8),
+    ("v5litepod-1", 1, 1, 1, 1), ("v5litepod-4", 4, 4, 1, 4), ("v5litepod-8", 8, 8, 1, 8),
+    ("v5litepod-16", 16, 16, 4, 16), ("v5litepod-256", 256, 256, 64, 256),
+    ("v6e-8", 8, 8, 1, 8), ("v6e-16", 16, 16, 4, 16),
 ])
-def test_slice_geometry(acc, chips, cores, workers):
+def test_slice_geometry(acc, chips, cores, workers, devices):
   spec = ts.slice_spec(acc)
   assert (spec.chips, spec.tensorcores, spec.workers) == (chips, cores, workers)
+  assert spec.jax_devices == devices
   assert spec.chips_per_worker * spec.workers == chips
   assert ts.worker_count(acc) == workers
 
@@ -124,6 +125,9 @@ def test_spot_reserved_and_queued_variants():
   assert ts.create_command(_cfg("--reserved"))[-1] == "--reserved"
   plain = ts.create_command(_cfg())
   assert "--spot" not in plain and "--reserved" not in plain
+  extra = ts.create_command(_cfg("--create_arg=--service-account=sa@p.iam.gserviceaccount.com",
+                                 "--create_arg=--internal-ips"))
+  assert extra[-2:] == ["--service-account=sa@p.iam.gserviceaccount.com", "--internal-ips"]
 
   steps = ts.build_steps(_cfg("--queued"))
   assert steps[1].argv == ("gcloud", "compute", "tpus", "queued-resources", "describe", NAME,
@@ -144,7 +148,7 @@ def test_skip_create_starts_at_packing():
 
 
 def test_bucket_defaults_workdir_and_data_dir():
-  launch = ["--config=configs/asiw.py", "--config.train.batch_size=50"]
+  launch = ["--config=configs/asiw.py", "--config.train.batch_size=48"]
   cfg = _cfg("--bucket=gs://my-bucket/", launch=launch)
   assert cfg.launch_args == (*launch, f"--workdir=gs://my-bucket/runs/{NAME}")
   assert ts.run_env(cfg) == [("TFDS_DATA_DIR", "gs://my-bucket/tensorflow_datasets")]
@@ -175,12 +179,12 @@ def test_dry_run_output_is_the_commands_as_a_script(tmp_path):
 
 def test_epilogue_for_large_slices_names_first_and_last_worker():
   cfg = ts.parse_args(["--name=big", f"--zone={ZONE}", "--accelerator_type=v5litepod-256", "--",
-                       *LAUNCH])
+                       *LAUNCH, "--config.train.batch_size=256"])
   tails = [cmd for what, cmd in ts.epilogue(cfg) if "log" in what]
   assert [re.search(r"--worker=(\d+)", c).group(1) for c in tails] == ["0", "63"]
 
 
-# ----------------------------------------------------------------------------- the remote run script
+# ----------------------------------------------------------------------------- remote run script
 
 
 def _sandbox(tmp_path):
@@ -244,6 +248,7 @@ def test_run_script_passes_arguments_env_and_logs_per_worker(tmp_path):
     ({"--jax_version": "0.10.2 extra"}, "--jax_version"),
     ({"--runtime_version": "a b"}, "--runtime_version"),
     ({"--poll_seconds": "0"}, "--poll_seconds"),
+    ({"--create_arg": "spot"}, "--create_arg"),
 ])
 def test_invalid_flags_are_rejected_by_name(change, flag):
   base = {"--name": NAME, "--zone": ZONE, "--accelerator_type": "v4-32"}
@@ -262,8 +267,20 @@ def test_launch_arguments_are_checked():
   with pytest.raises(ts.SubmitArgumentError, match="gs://"):  # 4 workers need a shared workdir
     _cfg(launch=["--config=configs/asiw.py", "--workdir=/tmp/run"])
   single = ts.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v4-8", "--",
-                          "--config=configs/asiw.py", "--workdir", "/tmp/run"])
+                          "--config=configs/asiw.py", "--workdir", "/tmp/run",
+                          "--config.train.batch_size=32"])
   assert ts.launch_flag(single.launch_args, "workdir") == "/tmp/run"
+
+
+def test_batch_size_must_divide_the_jax_devices():
+  # configs/asiw.py keeps the paper's 25 pairs; v4-32 has 16 JAX devices (one per chip).
+  with pytest.raises(ts.SubmitArgumentError, match=r"batch_size=25 .* 16 JAX devices.*=32"):
+    _cfg(launch=["--config=configs/asiw.py", "--workdir=gs://b/r"])
+  with pytest.raises(ts.SubmitArgumentError, match="--config.train.batch_size=40"):
+    _cfg(launch=[*LAUNCH, "--config.train.batch_size=40"])
+  one_chip = ts.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v5litepod-1",
+                            "--", "--config=configs/asiw.py", "--workdir=/tmp/run"])
+  assert ts.config_batch_size(one_chip) == 25
 
 
 def test_spot_and_reserved_are_exclusive(capsys):
