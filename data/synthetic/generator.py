@@ -273,6 +273,9 @@ def generate_splits(out_dir: str | os.PathLike[str], counts: Mapping[str, int], 
                     ) -> dict[str, list[dict[str, Any]]]:
   """Generates several splits with one pool of worker processes.
 
+  Workers are spawned (not forked), so a script that calls this with ``num_workers > 1`` needs
+  the usual ``if __name__ == "__main__":`` guard.
+
   Args:
     out_dir: root directory of the data set; split ``s`` goes to ``out_dir/s/``.
     counts: split name -> number of clips (>= 0), generated in this order.

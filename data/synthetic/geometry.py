@@ -233,6 +233,11 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
   """
   start = np.asarray(start, dtype=np.float64)
   weights = np.asarray(kind_weights, dtype=np.float64)
+  if weights.shape != (len(MOTION_KINDS) - 1,) or np.any(weights < 0) or weights.sum() <= 0:
+    raise ValueError(f"kind_weights={kind_weights!r}: expected {len(MOTION_KINDS) - 1} "
+                     f"non-negative weights for {MOTION_KINDS[1:]}")
+  if not 0 < ramp_s <= window_s:
+    raise ValueError(f"ramp_s={ramp_s!r}: expected 0 < ramp_s <= window_s={window_s}")
   weights = weights / weights.sum()
   velocities = np.zeros((num_windows, 3))
   kinds = []
