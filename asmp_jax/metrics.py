@@ -56,7 +56,8 @@ reference ``j`` or its matched estimate ``perm[j]`` is all zeros; see :func:`sou
 score). Every defined score equals mir_eval's decomposition of that (estimate, reference) pair
 with the silent references left out of the interference subspace (they span nothing), so it is
 mir_eval's own number when only estimates are silent; other examples of a batch are unaffected.
-The permutation search maximises the mean SIR over the defined pairs of each permutation.
+The permutation search maximises the mean SIR over the defined pairs of each permutation. A signal
+containing a NaN or inf sample is treated exactly like a silent one.
 
 Precision. Reported numbers must be float64: :func:`bss_eval_sources` always computes in
 float64 (it enables x64 for the call with ``jax.enable_x64``). :func:`bss_eval_sources_batched`
@@ -121,9 +122,11 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
 def _unit_energy(x: Array) -> tuple[Array, Array]:
   """Scales each signal of ``x [..., T]`` to unit energy; returns it and ``active [...]``.
 
-  All-zero signals stay zero and are reported as inactive. The max-abs prescale avoids
-  overflow of ``x**2`` in float32.
+  All-zero signals, and signals with a non-finite sample (set to zero), are inactive. The
+  max-abs prescale avoids overflow of ``x**2`` in float32.
   """
+  finite = jnp.all(jnp.isfinite(x), axis=-1, keepdims=True)
+  x = jnp.where(finite, x, 0)
   peak = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
   active = peak[..., 0] > 0
   x = x / jnp.where(peak > 0, peak, 1)
@@ -348,7 +351,8 @@ def bss_eval_sources_batched(
       (``arange(n_src)`` when ``compute_permutation`` is False).
 
   Runs on any JAX device. The numerical method, conditioning safeguards and the float32
-  behaviour are described in this module's docstring.
+  behaviour are described in this module's docstring. A signal with a NaN/inf sample is
+  treated like a silent one.
   """
   dtype = _resolve_dtype(dtype)
   reference = jnp.asarray(reference, dtype)
@@ -390,7 +394,7 @@ def source_validity(reference: Any, estimated: Any, perm: Any | None = None) -> 
 
   Returns:
     bool [..., n_src]: True where reference j and estimate ``perm[j]`` both have a non-zero
-    sample. Equals ``~np.isnan(sdr)`` for finite inputs.
+    sample and no NaN/inf. Equals ``~np.isnan(sdr)``.
   """
   ref = np.asarray(reference)
   est = np.asarray(estimated)
@@ -398,8 +402,8 @@ def source_validity(reference: Any, estimated: Any, perm: Any | None = None) -> 
     ref, est = ref[None], est[None]
   if ref.shape != est.shape:
     raise ValueError(f"reference shape {ref.shape} != estimated shape {est.shape}.")
-  ref_active = np.any(ref != 0, axis=-1)
-  est_active = np.any(est != 0, axis=-1)
+  ref_active = np.any(ref != 0, axis=-1) & np.all(np.isfinite(ref), axis=-1)
+  est_active = np.any(est != 0, axis=-1) & np.all(np.isfinite(est), axis=-1)
   if perm is None:
     perm = np.broadcast_to(np.arange(ref.shape[-2]), ref_active.shape)
   matched = np.take_along_axis(est_active, np.asarray(perm, np.int64), axis=-1)

@@ -155,6 +155,20 @@ def test_batched_equals_per_example_and_silent_sources_are_nan():
   np.testing.assert_allclose(wrapped[0], sdr[2], atol=1e-9)
 
 
+def test_non_finite_sample_is_treated_as_silent():
+  ref = _noise(16)
+  est = _mix(ref, [[1.0, 0.3], [0.2, 1.0]], 0.1, seed=17)
+  silent = est.copy()
+  silent[0] = 0.0
+  est[0, 123] = np.nan
+  got = metrics.bss_eval_sources(ref, est)
+  expected = metrics.bss_eval_sources(ref, silent)
+  for g, e in zip(got, expected):
+    np.testing.assert_array_equal(g, e)
+  assert np.isnan(got[0][0]) and np.isfinite(got[0][1])
+  np.testing.assert_array_equal(metrics.source_validity(ref, est, got[3]), [False, True])
+
+
 def test_float32_without_x64_is_close_on_noise():
   ref = _noise(14)
   est = _mix(ref, [[1.0, 0.3], [0.2, 1.0]], 0.1, seed=15)
