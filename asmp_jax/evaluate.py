@@ -225,10 +225,9 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
   if workdir and jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{split}.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    from asmp_jax import train  # pylint: disable=g-import-not-at-top
+    train.write_text_atomic(train.workdir_path(workdir) / f"eval_{split}.json",
+                            json.dumps(results, indent=2))
   if writer is not None:
     flat = {f"eval_{split}/{k}_{m}": v[m] for k, v in results.items() if isinstance(v, dict)
             for m in ("sdr", "sir", "sar")}

@@ -468,7 +468,9 @@ def log_path(cfg: SubmitConfig) -> str:
 
 def run_env(cfg: SubmitConfig) -> list[tuple[str, str]]:
   """Environment exported for launch.py on every worker."""
-  env = [("TFDS_DATA_DIR", cfg.data_dir)] if cfg.data_dir else []
+  # ASMP_DISTRIBUTED makes launch.py call jax.distributed.initialize() (asmp_jax.distributed).
+  env = [("ASMP_DISTRIBUTED", "1")]
+  env += [("TFDS_DATA_DIR", cfg.data_dir)] if cfg.data_dir else []
   return env + list(cfg.env)
 
 

@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from asmp_jax import audio as audio_lib
@@ -196,30 +197,37 @@ def zeros_batch(spec: dict[str, tuple[tuple[int, ...], Any]]) -> dict[str, np.nd
   return {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
 
 
+def workdir_path(workdir: str) -> epath.Path:
+  """The workdir as a path object: local (made absolute) or remote (``gs://...``)."""
+  if "://" in str(workdir):
+    return epath.Path(workdir)
+  return epath.Path(os.path.abspath(workdir))
+
+
 def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  return ocp.CheckpointManager(workdir_path(workdir) / "checkpoints", options=options)
+
+
+def write_text_atomic(path: epath.Path, text: str) -> None:
+  """Writes ``text`` to a temporary name and renames it (local or remote paths)."""
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.rename(path)
 
 
 def save_config(workdir: str, config) -> None:
   """Writes the run's config beside the checkpoints (read by inference and by resumes)."""
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(workdir, CONFIG_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    write_text_atomic(workdir_path(workdir) / CONFIG_FILE, config.to_json(indent=2))
 
 
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict | None:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = workdir_path(workdir) / CONFIG_FILE
+  if not path.exists():
     return None
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 # Config sections whose values decide the shapes or the meaning of the saved state.
@@ -289,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   Returns the final train state.
   """
-  os.makedirs(workdir, exist_ok=True)
+  workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
