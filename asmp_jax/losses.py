@@ -250,7 +250,8 @@ def ratio_target(video_mags: Array, mix_mag: Array) -> Array:
 
 
 def ratio_weight(mix_mag: Array) -> Array:
-  """Public-code L1 weight for the ratio target: ``clip(log1p(X_mix), 1e-3, 10)`` -> ``[B, 1, H, W]``."""
+  """Public-code L1 weight for the ratio target: ``clip(log1p(X_mix), 1e-3, 10)``, ``[B, 1, H, W]``.
+  """
   return jnp.clip(jnp.log1p(mix_mag.astype(jnp.float32)), 1e-3, 10.0)[:, None]
 
 

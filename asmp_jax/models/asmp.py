@@ -18,7 +18,8 @@ Design choices (documented here once):
   unit-normalised. With ``compact_slots`` (default) step ``k`` is assigned to the ``k``-th *valid*
   slot of ``source_mask`` and the remaining steps to the invalid slots, so a video with ``N_u``
   auditory sources is conditioned on exactly the first ``N_u + 1`` GRU outputs, as in the paper
-  (e.g. ``[True, False, True]`` -> slot 0 <- step 0, slot 2 (background) <- step 1, slot 1 <- step 2).
+  (e.g. ``[True, False, True]``: slot 0 <- step 0, slot 2 (background) <- step 1, slot 1 <- step
+  2).
   The losses match slots to labels by permutation, so no slot is tied to a particular label.
 * graph_mode (baselines as config variants):
   - ``"asmp"``: Chamfer-weighted GAT (weight in the attention logit) + EdgeConv (graph_encoder).

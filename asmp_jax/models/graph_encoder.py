@@ -38,9 +38,6 @@ from asmp_jax.models.layers import leaky_relu_02
 Array = jax.Array
 Dtype = Any
 
-GRAPH_KEYS = ("node_features", "node_mask", "node_type", "senders", "receivers", "edge_weight",
-              "edge_mask")
-
 
 def flatten_graphs(node_features: Array, node_mask: Array, senders: Array, receivers: Array,
                    edge_weight: Array, edge_mask: Array,
@@ -164,9 +161,10 @@ class EdgeWeightedGAT(nn.Module):
 
 
 class EdgeConv(nn.Module):
-  """EdgeConv: ``h_i' = max_{j -> i} MLP([h_i, h_j - h_i])`` over valid edges. ``[N, C] -> [N, out]``.
+  """EdgeConv: ``h_i' = max_{j -> i} MLP([h_i, h_j - h_i])``, ``[N, C] -> [N, out]``.
 
-  The MLP is Linear -> LeakyReLU(0.2) -> Linear -> LeakyReLU(0.2) (DGCNN's activation).
+  The maximum runs over valid incoming edges (self loops included, so never empty). The MLP is
+  Linear -> LeakyReLU(0.2) -> Linear -> LeakyReLU(0.2) (DGCNN's activation).
   """
   out: int
   dtype: Dtype = jnp.float32
