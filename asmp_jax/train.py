@@ -42,6 +42,7 @@ from asmp_jax import summary
 from asmp_jax.models import asmp as asmp_model
 
 CONFIG_FILE = "config.json"
+DATASET_META_FILE = "dataset_meta.json"
 
 
 class TrainingError(RuntimeError):
@@ -223,6 +224,16 @@ def save_config(workdir: str, config) -> None:
     write_text_atomic(workdir_path(workdir) / CONFIG_FILE, config.to_json(indent=2))
 
 
+def save_dataset_meta(workdir: str, meta: dict[str, Any]) -> None:
+  """Writes the data set's metadata beside the checkpoints (class names, feature extractor...).
+
+  Inference (asmp_jax.inference) reads it to name classes without the data set.
+  """
+  if jax.process_index() == 0:
+    keep = {k: v for k, v in meta.items() if k != "skipped"}
+    write_text_atomic(workdir_path(workdir) / DATASET_META_FILE, json.dumps(keep, indent=2))
+
+
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict | None:
   path = workdir_path(workdir) / CONFIG_FILE
   if not path.exists():
@@ -341,6 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if saved_config is not None:
     check_compatible(saved_config, config)
   save_config(workdir, config)
+  save_dataset_meta(workdir, meta)
   mngr = checkpoint_manager(workdir, config)
   latest = mngr.latest_step()
   if latest is not None:
