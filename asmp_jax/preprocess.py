@@ -56,6 +56,8 @@ class PreprocessConfig:
   rbf_percentile: float = 25.0
   rectify: bool = True
   no_motion_thresholds: tuple[float, float, float] = (0.02, 0.02, 0.1)
+  # Background-node feature with feature_extractor="precomputed" (see precomputed_features).
+  background_feature: str = "zeros"
 
   @classmethod
   def from_config(cls, config) -> "PreprocessConfig":
@@ -66,7 +68,8 @@ class PreprocessConfig:
                feature_extractor=g.feature_extractor, iou_threshold=g.iou_threshold,
                min_context_score=g.min_context_score, edge_mode=g.edge_mode,
                rbf_percentile=g.rbf_percentile, rectify=g.rectify,
-               no_motion_thresholds=tuple(g.no_motion_thresholds))
+               no_motion_thresholds=tuple(g.no_motion_thresholds),
+               background_feature=g.get("background_feature", "zeros"))
 
 
 def select_sources(dets: Detections, auditory_class_ids: np.ndarray, max_sources: int = MAX_AUDITORY,
@@ -82,15 +85,60 @@ def select_sources(dets: Detections, auditory_class_ids: np.ndarray, max_sources
   return classes[order[:max_sources]].astype(np.int32)
 
 
-def _source_box(dets: Detections, class_id: int, ref: int, last: int) -> np.ndarray | None:
-  """Best box of ``class_id`` in the reference frame, else in the nearest frame of the window."""
+def _source_index(dets: Detections, class_id: int, ref: int, last: int) -> int | None:
+  """Index of the best detection of ``class_id`` in the reference frame, else in the nearest
+  frame of the window (None when the window has none)."""
   sel = (dets.label == class_id) & (dets.frame >= ref) & (dets.frame <= last)
   if not sel.any():
     return None
   idx = np.nonzero(sel)[0]
   # Nearest frame first, then highest score.
   key = np.lexsort((-dets.score[idx], np.abs(dets.frame[idx] - ref)))
-  return dets.box[idx[key[0]]]
+  return int(idx[key[0]])
+
+
+BACKGROUND_FEATURES = ("zeros", "mean")
+
+
+def precomputed_features(dets: Detections, node_det: np.ndarray, ref_dets: np.ndarray,
+                         background: str = "zeros",
+                         background_feature: np.ndarray | None = None) -> np.ndarray:
+  """Node features of one window from the detector's own region features.
+
+  The paper embeds the background node with the detector's feature of a crop that overlaps no box;
+  a file of region features only has the detected boxes, so the background node gets, in order of
+  preference: ``background_feature`` when the data provides one for this frame; else
+  ``background="zeros"`` (an all-zero vector: an uninformative node whose embedding the model
+  learns as a constant, the deterministic counterpart of the authors' public code, which feeds
+  Gaussian noise) or ``"mean"`` (the mean region feature of the reference frame's detections, a
+  summary of the scene; zeros when the frame has none).
+
+  Args:
+    dets: the clip's detections, with ``feature [D, F]``.
+    node_det: int [K - 1] detection index of each non-background node (builder order).
+    ref_dets: int [R] indices of the reference frame's detections (for ``"mean"``).
+    background: "zeros" or "mean".
+    background_feature: optional float [F] dedicated background feature.
+
+  Returns:
+    float32 [K, F]: the nodes' features, background last.
+  """
+  if dets.feature is None:
+    raise PreprocessError("feature_extractor 'precomputed' needs detections with region features")
+  if background not in BACKGROUND_FEATURES:
+    raise ValueError(f"background_feature: expected one of {BACKGROUND_FEATURES}, got {background!r}")
+  feats = dets.feature
+  node_det = np.asarray(node_det, np.int64).reshape(-1)
+  ref_dets = np.asarray(ref_dets, np.int64).reshape(-1)
+  if background_feature is not None:
+    bg = np.asarray(background_feature, np.float32).reshape(-1)
+    if bg.shape != (feats.shape[1],):
+      raise PreprocessError(f"background feature has shape {bg.shape}, expected ({feats.shape[1]},)")
+  elif background == "mean" and len(ref_dets):
+    bg = feats[ref_dets].mean(0)
+  else:
+    bg = np.zeros((feats.shape[1],), np.float32)
+  return np.concatenate([feats[node_det], bg[None]], 0).astype(np.float32)
 
 
 def _identity_rectification(num: int) -> graph_rectify.WindowRectification:
@@ -107,7 +155,8 @@ def dense_edges(max_nodes: int = MAX_NODES) -> tuple[np.ndarray, np.ndarray]:
 
 def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, depth: np.ndarray,
                     flow: np.ndarray, auditory_class_ids: np.ndarray, cfg: PreprocessConfig,
-                    clip_id: str = "", num_samples: int | None = None) -> dict[str, np.ndarray]:
+                    clip_id: str = "", num_samples: int | None = None,
+                    background_features: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Builds the example of one clip (see module docstring).
 
   Args:
@@ -120,6 +169,8 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
       ``len(auditory_class_ids)``).
     cfg: preprocessing settings.
     num_samples: pad/crop the audio to this many samples (the data set's fixed clip length).
+    background_features: optional float [T, F] dedicated background-node feature per frame
+      (precomputed extractor only; see :func:`precomputed_features`).
 
   Returns:
     dict of numpy arrays (W = cfg.num_windows, N = MAX_NODES, F = feature size, A = 2):
@@ -129,7 +180,8 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
       displacement float32 [W, A, 3] (NaN = unknown); dir10, dir28 int32 [W, A] (-1 = unknown).
 
   Raises:
-    PreprocessError: no frames, no audio, or inconsistent array shapes.
+    PreprocessError: no frames, no audio, inconsistent array shapes, or the precomputed extractor
+      without region features.
   """
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[0] == 0:
@@ -154,8 +206,11 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
   aud_set = set(int(c) for c in auditory_class_ids)
   is_auditory_det = np.array([int(c) in aud_set for c in dets.label], bool)
 
-  feat_dim = (dets.feature.shape[1] if cfg.feature_extractor == graph_features.PRECOMPUTED
-              and dets.feature is not None else None)
+  precomputed = cfg.feature_extractor == graph_features.PRECOMPUTED
+  if precomputed and dets.feature is None:
+    raise PreprocessError(f"clip {clip_id}: feature_extractor 'precomputed' but the detections "
+                          "carry no region features")
+  feat_dim = dets.feature.shape[1] if precomputed else None
   fdim = graph_features.feature_dim(cfg.feature_extractor, feat_dim)
   out = {
       "node_features": np.zeros((nw, MAX_NODES, fdim), np.float16),
@@ -177,13 +232,14 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
       break
     last = min(ref + l, t) - 1
     out["window_valid"][wi] = True
-    aud_boxes, aud_slots = [], []
+    aud_det, aud_slots = [], []
     for a, c in enumerate(sources):
-      box = _source_box(dets, int(c), ref, last)
-      if box is not None:
-        aud_boxes.append(box)
+      k = _source_index(dets, int(c), ref, last)
+      if k is not None:
+        aud_det.append(k)
         aud_slots.append(a)
-    aud_boxes = np.asarray(aud_boxes, np.float32).reshape(-1, 4)
+    aud_det = np.asarray(aud_det, np.int64)
+    aud_boxes = dets.box[aud_det].reshape(-1, 4)
     in_ref = dets.frame == ref
     cand = np.nonzero(in_ref & ~is_auditory_det)[0]
     ctx_idx = np.zeros((0,), np.int64)
@@ -201,9 +257,12 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
     # Compact builder order [auditory..., context..., background] -> fixed slots.
     slots = np.array(list(aud_slots) + [a_max + i for i in range(len(ctx_boxes))] + [MAX_NODES - 1])
     boxes = np.concatenate([aud_boxes, ctx_boxes, bg_box[None]], 0)
-    if cfg.feature_extractor == graph_features.PRECOMPUTED:
-      raise NotImplementedError("precomputed features are wired up with the ASIW/AVE builders")
-    feats = graph_features.extract(cfg.feature_extractor, frames[ref], boxes)
+    if precomputed:
+      feats = precomputed_features(
+          dets, np.concatenate([aud_det, ctx_idx]), np.nonzero(in_ref)[0], cfg.background_feature,
+          None if background_features is None else background_features[ref])
+    else:
+      feats = graph_features.extract(cfg.feature_extractor, frames[ref], boxes)
     out["node_features"][wi, slots] = feats.astype(np.float16)
     out["node_mask"][wi, slots] = True
     snd = slots[np.asarray(graph["senders"], np.int64)]
