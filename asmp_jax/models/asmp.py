@@ -32,8 +32,14 @@ Design choices (documented here once):
     the GRU step (slot index) differs between conditionings. This is what zeroing the node
     features amounts to (the encoder output then depends on its biases only), without its
     degenerate start: with zero features and Flax's zero bias init every embedding would be the
-    zero vector, where unit normalisation has an unbounded gradient.
+    zero vector, where the gradient of unit normalisation is ~1/eps (1e6).
 * The U-Net encodes each mixture once and decodes ``U * S`` conditionings (see unet.py).
+* Invalid slots are computed like valid ones (static shapes) and masked in the losses; they do
+  take part in the decoder's and classifiers' BatchNorm statistics.
+* Optional ``config.model`` keys (defaults in `ModelSpec`): ``unet_first_layer_norm`` (True:
+  BatchNorm on the first encoder layer, as the Co-Separation public U-Net), ``conv_transpose_impl``
+  ("custom" fast kernel gradient | "plain"), ``sep_log_eps`` (1e-4, bounds the log's gradient
+  where a mask is ~0), ``compact_slots`` (True).
 * ``dtype`` is the compute dtype (``"bfloat16"`` for accelerators); parameters stay float32 and
   every output above is float32.
 """
@@ -56,7 +62,7 @@ Array = jax.Array
 
 GRAPH_MODES = ("asmp", "equal", "single_node", "no_vision")
 
-# Model inputs and their dtypes (shapes in the module docstring of asmp_jax.models).
+# Model inputs and their dtypes.
 BATCH_DTYPES: dict[str, Any] = {
     "mix_log_mag": jnp.float32,      # [B, H, W]
     "node_features": jnp.float32,    # [B, U, Nn, F]
