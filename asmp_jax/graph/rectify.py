@@ -143,7 +143,8 @@ def _robust_correspondence_fit(src: np.ndarray, dst: np.ndarray, rounds: int = 3
 
 def rectify_window(frames: np.ndarray, depths: np.ndarray, min_tracks: int = 8,
                    max_corners: int = 200, icp_iters: int = 30,
-                   icp_trim_fraction: float = 0.8) -> WindowRectification:
+                   icp_trim_fraction: float = 0.8,
+                   identity_tolerance: float = 1e-3) -> WindowRectification:
   """Fits one similarity per frame mapping its pseudo-3D points into frame 0's (paper §3.2).
 
   For frame ``f``: the corners of frame 0 still tracked in ``f`` (:func:`track_points`) are lifted
@@ -160,6 +161,8 @@ def rectify_window(frames: np.ndarray, depths: np.ndarray, min_tracks: int = 8,
     max_corners: corners detected in frame 0.
     icp_iters: ICP iterations.
     icp_trim_fraction: fraction of ICP correspondences kept per iteration.
+    identity_tolerance: the identity is kept (``valid`` True) when its median track residual is
+      within this much (pseudo-3D units) of the fitted transform's.
 
   Returns:
     A :class:`WindowRectification`.
@@ -199,6 +202,14 @@ def rectify_window(frames: np.ndarray, depths: np.ndarray, min_tracks: int = 8,
                                 trim_fraction=icp_trim_fraction)
     if not (np.isfinite(s) and s > 0 and np.all(np.isfinite(r)) and np.all(np.isfinite(t))
             and np.isfinite(err)):
+      continue
+    # Model selection: keep the identity when it explains the tracks at least as well (median
+    # residual, robust to tracks on moving objects). A static camera then gets no spurious
+    # rotation, which would couple depth noise into the image axes.
+    fitted_res = np.median(np.linalg.norm(geometry.apply_similarity(src, s, r, t) - dst, axis=1))
+    identity_res = np.median(np.linalg.norm(src - dst, axis=1))
+    if identity_res <= fitted_res + identity_tolerance:
+      valid[f], rmse[f] = True, float(identity_res)
       continue
     scale[f], rot[f], trans[f], rmse[f], valid[f] = s, r, t, err, True
   return WindowRectification(scale, rot, trans, valid, num_tracks, rmse)
