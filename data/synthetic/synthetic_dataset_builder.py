@@ -116,8 +116,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """Preprocessed synthetic clips: per-window scene graphs, motion labels and audio."""
 
   name = "asmp_synthetic"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Rectification keeps the identity when it fits the tracks as well."}
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
