@@ -61,3 +61,54 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str):
   if len(source) == 0:
     raise ValueError(f"{builder.name}: split {split!r} is empty")
   return source
+
+
+def build_report(builder: tfds.core.DatasetBuilder) -> str:
+  """Examples per split, and (real data sets) skipped videos by kind and shard checksums."""
+  meta = metadata(builder)
+  skips, listed = meta.get("skip_counts", {}), meta.get("num_listed", {})
+  paper = meta.get("paper_split_sizes", {})
+  lines = [f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''} in "
+           f"{builder.data_dir}"]
+  for split in builder.info.splits.keys():
+    line = f"  {split}: {builder.info.splits[split].num_examples} examples"
+    if split in listed:
+      line += f" of {listed[split]} listed videos (paper: {paper.get(split, '?')})"
+    if split in skips:
+      kinds = ", ".join(f"{k} {v}" for k, v in sorted(skips[split].items())) or "none"
+      line += f"; skipped: {kinds}"
+    lines.append(line)
+  for split, digest in sorted(meta.get("content_sha256", {}).items()):
+    lines.append(f"  content sha256 {digest}  {split}")
+  for name, digest in sorted(meta.get("checksums", {}).items()):
+    lines.append(f"  file sha256 {digest}  {name}")
+  return "\n".join(lines)
+
+
+def main(argv) -> None:
+  """Builds the data set of ``--config`` (TFDS's own ``tfds build`` needs TensorFlow).
+
+    python -m asmp_jax.datasets --config=configs/asiw.py --manual_dir=DIR [--workers=8]
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}")
+  f = flags.FLAGS
+  config = f.config
+  if f.workers:
+    os.environ["ASMP_DATA_WORKERS"] = str(f.workers)
+  builder = get_builder(config.data)
+  prepare(builder, f.manual_dir or config.data.manual_dir)
+  print(build_report(get_builder(config.data)))
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).")
+  flags.DEFINE_string("manual_dir", "", "Where the downloaded files are (else config.data.manual_dir).")
+  flags.DEFINE_integer("workers", 0, "Worker processes for real data sets (0: the builder's default).")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
