@@ -429,8 +429,34 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
   return h.hexdigest()
 
 
+def example_digest(ex: Mapping[str, Any], features: tfds.features.FeaturesDict) -> str:
+  """sha256 of an example's contents as stored (arrays cast to the feature dtypes, keys sorted).
+
+  TFDS serialises an example as a protobuf map whose entry order varies from run to run, so the
+  shard files' own sha256 differ between identical builds; this digest does not.
+  """
+  h = hashlib.sha256()
+  for key in sorted(ex):
+    value = ex[key]
+    h.update(key.encode())
+    if isinstance(value, str):
+      h.update(value.encode())
+    else:
+      arr = np.ascontiguousarray(value, dtype=features[key].np_dtype)
+      h.update(str(arr.shape).encode())
+      h.update(arr.tobytes())
+  return h.hexdigest()
+
+
+def split_digest(digests: Mapping[str, str]) -> str:
+  """Order-independent digest of a split: sha256 of the sorted ``clip_id digest`` lines."""
+  lines = "".join(f"{k} {digests[k]}\n" for k in sorted(digests))
+  return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def format_report(meta: Mapping[str, Any]) -> str:
   """Human-readable build report from a built data set's metadata."""
+  meta = dict(meta)  # TFDS's lazy metadata dict only loads through keys()/[]
   lines = []
   counts, skips = meta.get("num_examples", {}), meta.get("skip_counts", {})
   listed, paper = meta.get("num_listed", {}), meta.get("paper_split_sizes", {})
@@ -440,8 +466,10 @@ def format_report(meta: Mapping[str, Any]) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(skips.get(split, {}).items())) or "none"
     lines.append(f"{split}: {counts[split]} examples from {listed.get(split, '?')} listed videos "
                  f"(paper: {paper.get(split, '?')}); skipped: {kinds}")
+  for split, digest in sorted(meta.get("content_sha256", {}).items()):
+    lines.append(f"content sha256 {digest}  {split}")
   for name, digest in sorted(meta.get("checksums", {}).items()):
-    lines.append(f"sha256 {digest}  {name}")
+    lines.append(f"file sha256 {digest}  {name}")
   return "\n".join(lines)
 
 
@@ -625,7 +653,6 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     manual = self.manual_dir_of(dl_manager)
     root = self.data_root(manual)
     videos = self.list_videos(manual)
-    self._listed = {s: len(v) for s, v in videos.items()}
     return {split: self._generate_examples(root, manual, split, videos[split])
             for split in SPLITS}
 
@@ -662,14 +689,14 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise ManualDirError(f"{manual}: the split list of {split!r} names no video")
     workers = (cfg.workers or int(os.environ.get(WORKERS_ENV, "0") or 0)
                or (1 if cfg.source == "released" else os.cpu_count() or 1))
-    skipped, kept = [], 0
+    skipped, digests = [], {}
     for clip_id, ex, skip in _map(process_video, tasks, workers):
       if skip is not None:
         logging.warning("Skipping %s video %s (%s): %s", split, clip_id, skip["kind"],
                         skip["reason"])
         skipped.append(skip)
         continue
-      kept += 1
+      digests[clip_id] = example_digest(ex, self.info.features)
       yield clip_id, ex
     meta = self.info.metadata
     meta["skipped"] = {**meta.get("skipped", {}), split: skipped}
@@ -677,7 +704,10 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for s in skipped:
       counts[s["kind"]] = counts.get(s["kind"], 0) + 1
     meta["skip_counts"] = {**meta.get("skip_counts", {}), split: counts}
+    kept = len(digests)
     meta["num_examples"] = {**meta.get("num_examples", {}), split: kept}
+    meta["content_sha256"] = {**meta.get("content_sha256", {}), split: split_digest(digests)}
+    meta["example_sha256"] = {**meta.get("example_sha256", {}), split: digests}
     meta["num_listed"] = {**meta.get("num_listed", {}), split: len(tasks)}
     if kept == 0:
       raise ValueError(f"{self.name}: no usable video in split {split!r} ({len(tasks)} listed; "
@@ -687,7 +717,8 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     super()._download_and_prepare(dl_manager, download_config)
-    # The shards are written: record their checksums with the rest of the metadata.
+    # The shards are written: record their checksums with the rest of the metadata (file digests
+    # check the shards' integrity; content_sha256 compares builds, see example_digest).
     shards = sorted(p for p in os.listdir(self.data_dir) if ".array_record-" in p
                     or ".tfrecord-" in p)
     self.info.metadata["checksums"] = {

@@ -300,8 +300,15 @@ def test_asiw_released_build_counts_skips_and_checksums(asiw_built):
   assert sorted(meta["checksums"]) == files
   for p in files:
     assert meta["checksums"][p] == real_common.sha256_file(os.path.join(builder.data_dir, p))
+  # Content digests: recomputed from the stored (decoded) examples, they match the metadata.
+  for split in real_common.SPLITS:
+    digests = {k: real_common.example_digest(dict(ex, clip_id=k), builder.info.features)
+               for k, ex in _examples(builder, split).items()}
+    assert digests == meta["example_sha256"][split]
+    assert real_common.split_digest(digests) == meta["content_sha256"][split]
   report = real_common.format_report(meta)
   assert "train: 3 examples from 6 listed videos (paper: 10540)" in report
+  assert f"content sha256 {meta['content_sha256']['test']}  test" in report
 
 
 def test_asiw_released_graph_and_labels(asiw_built):
@@ -380,3 +387,108 @@ def test_ave_raw_build_from_videos_and_detection_files(ave_built):
   audio = np.asarray(ex["audio"], np.float32) / 32767.0
   spec = np.abs(np.fft.rfft(audio[SR:3 * SR]))
   assert abs(np.argmax(spec) / 2 - 450) < 2  # seed 1 -> 450 Hz
+
+
+# ----------------------------------------------------------------------- errors name the file
+
+
+def _prepare_error(builder_module, manual_dir, tmp_path, config="released"):
+  with pytest.raises(Exception) as info:
+    build(builder_module, manual_dir, tmp_path / "tfds", config)
+  return str(info.value)
+
+
+def test_missing_manual_dir_and_split_list(tmp_path):
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  msg = _prepare_error(asiw, tmp_path / "nowhere", tmp_path)
+  assert "nowhere" in msg and "does not exist" in msg
+  manual = tmp_path / "manual"
+  (manual / "Extracted_Frames" / "train").mkdir(parents=True)
+  msg = _prepare_error(asiw, manual, tmp_path)
+  assert fmt.SPLIT_PICKLES[0] in msg and "(train_ids, val_ids, test_ids)" in msg
+
+
+def test_malformed_split_pickle_and_ave_split_file(tmp_path):
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  from asmp_data.ave import ave_dataset_builder as ave  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "asiw"
+  (manual / "Extracted_Frames").mkdir(parents=True)
+  with open(manual / fmt.SPLIT_PICKLES[1], "wb") as f:
+    pickle.dump({"train": ["a"]}, f)
+  msg = _prepare_error(asiw, manual, tmp_path)
+  assert fmt.SPLIT_PICKLES[1] in msg and "(train_ids, val_ids, test_ids)" in msg
+  (manual / fmt.SPLIT_PICKLES[1]).write_bytes(b"\x80\x04garbage")
+  assert "not a readable pickle" in _prepare_error(asiw, manual, tmp_path / "2")
+  manual = tmp_path / "ave"
+  (manual / "AVE").mkdir(parents=True)
+  (manual / "trainSet.txt").write_text("Bus&abc&good&0&10\nBus;def;good;0;10\n")
+  msg = _prepare_error(ave, manual, tmp_path / "3", "raw")
+  assert "trainSet.txt: line 2" in msg and "Category&VideoID&Quality&StartTime&EndTime" in msg
+
+
+def test_split_with_no_usable_video_is_an_error(tmp_path):
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  data = tmp_path / "manual"
+  write_released_video(str(data), "train", "ok1", 0, 706, 300)
+  write_released_video(str(data), "train", "ok2", 1, 817, 300)
+  write_released_video(str(data), "test", "bad", 0, 706, 300, audio=False)
+  with open(data / "splits.pickle", "wb") as f:
+    pickle.dump((["ok1", "ok2"], ["bad"], ["ok1"]), f)
+  msg = _prepare_error(asiw, data, tmp_path)
+  assert "no usable video in split 'validation'" in msg and "missing_audio" in msg
+  assert not list((tmp_path / "tfds").rglob("*.array_record*"))  # nothing left half-built
+
+
+def test_released_readers_reject_malformed_files(tmp_path):
+  bad_csv = tmp_path / fmt.LABELS_CSV
+  bad_csv.write_text("3,706,0,0\nbaby,706,1,0\n")
+  with pytest.raises(fmt.FormatError, match=r"Vision_Text_Labels.csv: non-integer entry"):
+    fmt.read_labels_csv(str(bad_csv))
+  info = tmp_path / fmt.IMAGE_INFO_JSON
+  info.write_text(json.dumps([{"image": "0001.png"}]))
+  with pytest.raises(fmt.FormatError, match="lacks 'image' or 'objects'"):
+    fmt.read_image_info(str(info))
+  cham = tmp_path / fmt.CHAMFER_PICKLE
+  with open(cham, "wb") as f:
+    pickle.dump({"object_context": [(0, 0, 1), (-1, -1, 0)], "object_wind": [(5, 0)],
+                 "dist_mat": np.zeros((3, 3))}, f)
+  with pytest.raises(fmt.FormatError, match=r"'dist_mat' has shape \(3, 3\) for 2 nodes"):
+    fmt.read_chamfer_info(str(cham))
+  with pytest.raises(fmt.FormatError, match="file not found"):
+    fmt.read_displacements(str(tmp_path / "nope.pickle"), 10)
+
+
+def test_symmetric_distances_and_public_code_weights():
+  d = fmt.symmetric_distances(np.array([[0, 2.0, np.nan], [0, 0, 4.0], [1.0, 0, 0]]))
+  np.testing.assert_array_equal(d, [[0, 2, 1], [2, 0, 4], [1, 4, 0]])
+  w = fmt.released_edge_weights(d, 25.0, "public_code")
+  p = np.percentile([2.0, 1.0, 4.0, 2.0, 1.0, 4.0], 25.0)  # raw non-zero distances
+  np.testing.assert_allclose(w[0, 1], np.exp(-(2.0 / 4.0) / p), rtol=1e-6)
+  assert w[0, 0] == 0 and np.allclose(w, w.T)
+
+
+# ----------------------------------------------------------------------- one training step each
+
+TINY = ["--config.model.node_hidden=32", "--config.model.embed_dim=32",
+        "--config.model.gat_heads=2", "--config.model.gat_head_dim=8",
+        "--config.model.edgeconv_dim=16", "--config.model.unet_width_mult=0.125",
+        "--config.model.cls_width=8", "--config.model.cls_blocks=(1,1,1,1)",
+        "--config.train.batch_size=2", "--config.train.num_train_steps=1",
+        "--config.train.log_every=1", "--config.train.eval_every=1",
+        "--config.train.checkpoint_every=1", "--config.eval.num_pairs=0",
+        "--config.eval.batch_size=2", "--config.eval.val_batches=1",
+        "--config.eval.num_audio_summaries=0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["asiw", "ave"])
+def test_one_training_step(name, asiw_built, ave_built, tmp_path):
+  from conftest import run_launch  # pylint: disable=g-import-not-at-top
+  manual, data_dir, _ = asiw_built if name == "asiw" else ave_built
+  extra = [] if name == "asiw" else ["--config.data.builder_config=raw"]
+  proc = run_launch(str(tmp_path / "run"), data_dir, f"--config.data.manual_dir={manual}",
+                    *TINY, *extra, config=f"configs/{name}.py")
+  assert proc.returncode == 0, proc.stdout[-3000:]
+  cfg = json.load(open(tmp_path / "run" / "config.json"))
+  assert cfg["model"]["num_classes"] == (15 if name == "asiw" else 19)
+  assert cfg["model"]["node_feature_dim"] == FDIM
