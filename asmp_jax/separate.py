@@ -1,0 +1,236 @@
+"""Separates the sounds of a video file with a trained ASMP checkpoint.
+
+  python -m asmp_jax.separate --workdir=runs/synthetic --video=clip.mp4 --out_dir=out/clip
+  python -m asmp_jax.separate --workdir=RUN --video=clip.mkv --audio=mix.flac \\
+      --detections=dets.h5 --depth=depth.npz --flow=flow.npz --out_dir=OUT
+
+Writes to ``--out_dir``:
+  ``source_0.wav``, ``source_1.wav``, ... and ``background.wav``: the separated sounds at the input's
+  sample rate and length (mono);
+  ``summary.json``: inputs, checkpoint, providers used (and fallback warnings), per source the
+  predicted sound class and the per-window motion directions, per window the graph's size;
+  ``separation.png``: the scene graph on a reference frame with the predicted directions, and the
+  spectrograms of the mixture and of every source (asmp_jax.visualize).
+
+Everything is written into a temporary directory beside ``--out_dir`` and renamed at the end, so
+a failed run leaves no partial outputs. A failure prints one line ``error: ...`` and exits with
+status 1. What each option does and which fallbacks apply: docs/inference.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Iterator
+
+from absl import app
+from absl import flags
+from absl import logging
+
+SUMMARY_FILE = "summary.json"
+PICTURE_FILE = "separation.png"
+
+
+class UsageError(ValueError):
+  """A command-line argument is missing or contradictory."""
+
+
+class _QuietLibraries:
+  """Drops INFO records of Orbax/etils/TFDS (they log every file operation)."""
+
+  def filter(self, record) -> bool:
+    if record.levelno >= 30:
+      return True
+    return not any(f"/{lib}/" in record.pathname
+                   for lib in ("orbax", "etils", "tensorflow_datasets", "grain"))
+
+
+def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+  if os.path.exists(out_dir):
+    if not os.path.isdir(out_dir):
+      raise UsageError(f"--out_dir {out_dir} exists and is not a directory")
+    if os.listdir(out_dir) and not overwrite:
+      raise UsageError(f"--out_dir {out_dir} exists and is not empty (pass --overwrite to "
+                       "replace it)")
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str) -> Iterator[str]:
+  """Yields a temporary directory beside ``out_dir``; moves it onto ``out_dir`` on success.
+
+  On any exception the temporary directory is removed and ``out_dir`` is left as it was. An
+  existing ``out_dir`` is replaced only after the new outputs are complete.
+  """
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it owner-only; give it a normal directory's mode
+  try:
+    yield tmp
+    old = None
+    if os.path.exists(out_dir):
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+      os.rename(out_dir, os.path.join(old, "previous"))
+    os.rename(tmp, out_dir)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def _file_name(name: str) -> str:
+  return name.replace(" ", "_") + ".wav"
+
+
+def summary_dict(result, args: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+  """The JSON summary of a separation (module docstring)."""
+  g = result.graphs
+  classes = result.predicted_classes()
+  directions = result.directions()
+  sources = []
+  for m, name in enumerate(result.source_names):
+    entry = {"name": name, "file": files[name], "slot": int(result.slots[m]),
+             "predicted_class": classes[m]}
+    if m < result.num_sources:
+      d = int(result.detected_source[m])
+      entry["detected_object"] = ({"index": d, "id": int(g.source_ids[d]),
+                                   "name": g.source_names[d]} if d >= 0 else None)
+      entry["directions"] = directions[m]
+      if d >= 0 and (g.measured_direction[d] >= 0).any():
+        entry["measured_directions"] = [
+            {"window": w, "class": int(c), "name": result.direction_names[c]}
+            for w, c in enumerate(g.measured_direction[d]) if c >= 0]
+    sources.append(entry)
+  aud = g.node_mask & (g.node_type == 0)
+  return {
+      **args,
+      "sample_rate": result.sample_rate,
+      "num_samples": int(result.mixture.shape[0]),
+      "duration_s": result.mixture.shape[0] / result.sample_rate,
+      "num_windows": g.num_windows,
+      "providers": result.providers_used,
+      "warnings": result.warnings,
+      "detected_objects": [{"id": int(i), "name": n} for i, n in zip(g.source_ids, g.source_names)],
+      "sources": sources,
+      "windows": [{"window": w, "num_nodes": int(g.node_mask[w].sum()),
+                   "auditory_nodes": int(aud[w].sum())} for w in range(g.num_windows)],
+  }
+
+
+def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
+        detections: str | None = None, depth: str | None = None, flow: str | None = None,
+        step: int | None = None, num_sources: int | None = None,
+        feature_extractor: str | None = None, batch_size: int = 4, hop_s: float = 1.0,
+        measure_motion: bool = False, picture_window: int | None = None,
+        wav_subtype: str = "PCM_16", overwrite: bool = False) -> dict[str, Any]:
+  """The command: checks inputs, restores, separates, writes the outputs; returns the summary."""
+  # Imported here so that --help and argument errors stay fast.
+  from asmp_jax import inference  # pylint: disable=g-import-not-at-top
+  from asmp_jax import media  # pylint: disable=g-import-not-at-top
+  from asmp_jax import visualize  # pylint: disable=g-import-not-at-top
+
+  t0 = time.time()
+  _check_out_dir(out_dir, overwrite)
+  inference.check_video(video)  # cheap input checks first: a bad file fails in one line
+  mixture = inference.load_mixture(video, audio)
+  separator = inference.Separator.from_checkpoint(workdir, step, batch_size=batch_size,
+                                                  hop_s=hop_s)
+  separator.check_feature_extractor(feature_extractor)
+  providers = inference.Providers(detections=detections, depth=depth, flow=flow)
+  result = separator.separate(video, mixture[:2], num_sources, providers,
+                              feature_extractor=feature_extractor, measure_motion=measure_motion)
+  with staged_output(out_dir) as tmp:
+    files = {}
+    for name, wav in zip(result.source_names, result.sources):
+      files[name] = _file_name(name)
+      media.write_wav(os.path.join(tmp, files[name]), wav, result.sample_rate, subtype=wav_subtype)
+    visualize.save_picture(result, os.path.join(tmp, PICTURE_FILE), picture_window)
+    args = {"workdir": os.path.abspath(workdir), "checkpoint_step": separator.step,
+            "video": os.path.abspath(video), "audio": mixture[2],
+            "feature_extractor": separator.config.graph.feature_extractor,
+            "hop_s": hop_s, "picture": PICTURE_FILE}
+    summary = summary_dict(result, args, files)
+    summary["wall_time_s"] = time.time() - t0
+    with open(os.path.join(tmp, SUMMARY_FILE), "w") as f:
+      json.dump(summary, f, indent=2)
+  logging.info("Wrote %d sources, %s and %s to %s in %.1f s.", len(result.source_names),
+               SUMMARY_FILE, PICTURE_FILE, out_dir, time.time() - t0)
+  return summary
+
+
+def define_flags() -> None:
+  """Defines the command-line flags. Called only when run as a program, so that importing this
+  module (for :func:`run`) never clashes with another program's flags of the same name."""
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
+  flags.DEFINE_string("video", None, "Video file (mp4, mkv, webm, avi, mov...).")
+  flags.DEFINE_string("audio", None, "Audio file for the mixture (wav, flac, ogg, mp3...); "
+                      "default: the video's own audio stream.")
+  flags.DEFINE_string("detections", None, "Detections file (.h5/.npz); default: motion-based box "
+                      "proposals.")
+  flags.DEFINE_string("depth", None, "Depth file (.npy/.npz); default: flat depth.")
+  flags.DEFINE_string("flow", None, "Optical-flow file (.npy/.npz); default: OpenCV DIS.")
+  flags.DEFINE_string("out_dir", None, "Output directory (created; must not exist or be empty "
+                      "unless --overwrite).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_integer("num_sources", None, "Auditory sources to separate (default: the number "
+                       "of objects found, at least 1).")
+  flags.DEFINE_string("feature_extractor", None, "Must match the checkpoint's extractor if given.")
+  flags.DEFINE_integer("batch_size", 4, "Crops per model call.")
+  flags.DEFINE_float("hop_s", 1.0, "Seconds between sliding-window crops.")
+  flags.DEFINE_bool("measure_motion", False, "Also measure each source's motion from the flow "
+                    "(as the training labels are made).")
+  flags.DEFINE_integer("picture_window", None, "1 s window shown in the picture (default: the one "
+                       "with the most sources).")
+  flags.DEFINE_enum("wav_subtype", "PCM_16", ["PCM_16", "PCM_24", "FLOAT"],
+                    "Sample format of the written wav files.")
+  flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out_dir.")
+
+
+def error_line(e: BaseException) -> str:
+  """The one line printed for an expected failure."""
+  return "error: " + " ".join(str(e).split())
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+  """Failures reported as one ``error:`` line (bad inputs, files, checkpoints, arguments)."""
+  from asmp_jax import inference, media, preprocess  # pylint: disable=g-import-not-at-top
+  from asmp_jax.graph import providers  # pylint: disable=g-import-not-at-top
+  return (media.MediaError, providers.ProviderError, inference.InferenceError,
+          preprocess.PreprocessError, UsageError, OSError, ValueError)
+
+
+def main(argv) -> int:
+  f = flags.FLAGS
+  if len(argv) > 1:
+    print(error_line(UsageError(f"unexpected arguments {argv[1:]}")), file=sys.stderr)
+    return 2
+  missing = [f"--{n}" for n in ("workdir", "video", "out_dir") if not f[n].value]
+  if missing:
+    print(error_line(UsageError(f"missing required flag(s) {', '.join(missing)}")),
+          file=sys.stderr)
+    return 2
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    run(f.workdir, f.video, f.out_dir, audio=f.audio, detections=f.detections, depth=f.depth,
+        flow=f.flow, step=f.step, num_sources=f.num_sources,
+        feature_extractor=f.feature_extractor, batch_size=f.batch_size, hop_s=f.hop_s,
+        measure_motion=f.measure_motion, picture_window=f.picture_window,
+        wav_subtype=f.wav_subtype, overwrite=f.overwrite)
+  except expected_errors() as e:  # pylint: disable=catching-non-exception
+    print(error_line(e), file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
