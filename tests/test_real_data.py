@@ -70,6 +70,7 @@ import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
 import h5py  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from asmp_data import avsgs_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from asmp_data import real_builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_data import real_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_jax import media  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_jax.graph import motion  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -248,17 +249,17 @@ def build(builder_module, manual_dir, data_dir, config="released"):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = builder_module.Builder(data_dir=str(data_dir), config=config,
                                    file_format="array_record")
-  old = os.environ.get(real_common.WORKERS_ENV)
-  os.environ[real_common.WORKERS_ENV] = "1"
+  old = os.environ.get(real_builder.WORKERS_ENV)
+  os.environ[real_builder.WORKERS_ENV] = "1"
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
         file_format="array_record")
   finally:
     if old is None:
-      os.environ.pop(real_common.WORKERS_ENV)
+      os.environ.pop(real_builder.WORKERS_ENV)
     else:
-      os.environ[real_common.WORKERS_ENV] = old
+      os.environ[real_builder.WORKERS_ENV] = old
   return builder
 
 
@@ -299,14 +300,14 @@ def test_asiw_released_build_counts_skips_and_checksums(asiw_built):
   files = sorted(p for p in os.listdir(builder.data_dir) if ".array_record-" in p)
   assert sorted(meta["checksums"]) == files
   for p in files:
-    assert meta["checksums"][p] == real_common.sha256_file(os.path.join(builder.data_dir, p))
+    assert meta["checksums"][p] == real_builder.sha256_file(os.path.join(builder.data_dir, p))
   # Content digests: recomputed from the stored (decoded) examples, they match the metadata.
   for split in real_common.SPLITS:
-    digests = {k: real_common.example_digest(dict(ex, clip_id=k), builder.info.features)
+    digests = {k: real_builder.example_digest(dict(ex, clip_id=k), builder.info.features)
                for k, ex in _examples(builder, split).items()}
     assert digests == meta["example_sha256"][split]
-    assert real_common.split_digest(digests) == meta["content_sha256"][split]
-  report = real_common.format_report(meta)
+    assert real_builder.split_digest(digests) == meta["content_sha256"][split]
+  report = real_builder.format_report(meta)
   assert "train: 3 examples from 6 listed videos (paper: 10540)" in report
   assert f"content sha256 {meta['content_sha256']['test']}  test" in report
 
@@ -483,12 +484,18 @@ TINY = ["--config.model.node_hidden=32", "--config.model.embed_dim=32",
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["asiw", "ave"])
 def test_one_training_step(name, asiw_built, ave_built, tmp_path):
+  """launch.py trains one step on each data set. ASIW is built by launch.py itself from the manual
+  dir (config.data.manual_dir -> datasets.prepare); AVE reuses the fixture's build."""
   from conftest import run_launch  # pylint: disable=g-import-not-at-top
   manual, data_dir, _ = asiw_built if name == "asiw" else ave_built
+  if name == "asiw":
+    data_dir = str(tmp_path / "tfds")
   extra = [] if name == "asiw" else ["--config.data.builder_config=raw"]
   proc = run_launch(str(tmp_path / "run"), data_dir, f"--config.data.manual_dir={manual}",
-                    *TINY, *extra, config=f"configs/{name}.py")
+                    *TINY, *extra, config=f"configs/{name}.py",
+                    env={real_builder.WORKERS_ENV: "1"})
   assert proc.returncode == 0, proc.stdout[-3000:]
+  assert "step 1/1" in proc.stdout
   cfg = json.load(open(tmp_path / "run" / "config.json"))
   assert cfg["model"]["num_classes"] == (15 if name == "asiw" else 19)
   assert cfg["model"]["node_feature_dim"] == FDIM

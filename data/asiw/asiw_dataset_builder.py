@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from asmp_data import avsgs_format as fmt
+from asmp_data import real_builder
 from asmp_data import real_common
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +46,7 @@ def find_split_lists(manual_dir: str) -> dict[str, list[str]]:
       "audiocaps/dataset/ folder, or splits/train.txt, splits/val.txt, splits/test.txt")
 
 
-class Builder(real_common.RealBuilder):
+class Builder(real_builder.RealBuilder):
   """ASIW: per-window scene graphs, motion labels and audio of 10 s in-the-wild videos."""
 
   name = "asmp_asiw"

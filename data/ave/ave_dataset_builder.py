@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from asmp_data import real_builder
 from asmp_data import real_common
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +40,7 @@ def read_ave_split(path: str) -> list[tuple[str, str]]:
   return out
 
 
-class Builder(real_common.RealBuilder):
+class Builder(real_builder.RealBuilder):
   """AVE (18 classes): per-window scene graphs, motion labels and audio of 10 s event videos."""
 
   name = "asmp_ave"
