@@ -390,6 +390,56 @@ def test_ave_raw_build_from_videos_and_detection_files(ave_built):
   assert abs(np.argmax(spec) / 2 - 450) < 2  # seed 1 -> 450 Hz
 
 
+
+def test_ave_released_layout_takes_classes_from_the_annotations(tmp_path):
+  """AVE in the (assumed) ASIW-style released layout: the CSV marks the auditory objects, the
+  annotation gives their class."""
+  from asmp_data.ave import ave_dataset_builder as ave  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "ave"
+  for sub, vid, det in (("train", "r1", 11), ("train", "r2", 12), ("test", "r3", 13),
+                        ("test", "r4", 14)):
+    write_released_video(str(manual), sub, vid, aud_class=99, det_cls=det, freq=500)
+  rows = {"trainSet.txt": "Bus&r1\nHorse&r2\n", "valSet.txt": "Banjo&r3\n",
+          "testSet.txt": "Clock&r4\nBus&r4\n"}
+  for name, text in rows.items():
+    (manual / name).write_text("".join(f"{l}&good&0&10\n" for l in text.split()))
+  builder = build(ave, manual, tmp_path / "tfds")
+  names = builder.info.metadata["auditory_classes"]
+  got = {k: list(ex["source_class"]) for s in real_common.SPLITS
+         for k, ex in _examples(builder, s).items()}
+  # r4 has two annotated events; without a detector vocabulary its auditory objects take the
+  # first used class in class-map order (Clock before Bus).
+  assert got == {"r1": [names.index("Bus"), -1], "r2": [names.index("Horse"), -1],
+                 "r3": [names.index("Banjo"), -1], "r4": [names.index("Clock"), -1]}
+
+
+def test_asiw_raw_with_released_style_detection_folders(tmp_path):
+  """Raw ASIW: videos + detections/<id>/ (released JSON + HDF5 pair), detector classes mapped
+  through the Visual Genome indices of data/asiw/classes.tsv (706 = baby -> class 0)."""
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "asiw_raw"
+  splits = {"train": ["v1", "v2"], "val": ["v3", "v4"], "test": ["v5"]}
+  for sub, ids in splits.items():
+    for vid in ids:
+      det_dir = manual / "detections" / vid
+      det_dir.mkdir(parents=True)
+      _write_detections(str(det_dir), 706 if vid != "v2" else 817)  # 817 = bell -> class 1
+      frames = np.full((80, IMG_H, IMG_W, 3), 90, np.uint8)
+      (manual / "videos").mkdir(exist_ok=True)
+      media.write_video(str(manual / "videos" / f"{vid}.mp4"), frames, 8.0,
+                        audio=(_tone(350), SR))
+  (manual / "splits").mkdir()
+  for sub, ids in splits.items():
+    (manual / "splits" / f"{sub}.txt").write_text("\n".join(ids) + "\n")
+  builder = build(asiw, manual, tmp_path / "tfds", "raw")
+  train = _examples(builder, "train")
+  assert list(train["v1"]["source_class"]) == [0, -1]
+  assert list(train["v2"]["source_class"]) == [1, -1]
+  nf = np.asarray(train["v1"]["node_features"], np.float32)
+  np.testing.assert_allclose(nf[2, 0], _region_feature(2, 0), rtol=1e-3)
+  assert builder.info.metadata["num_examples"] == {"train": 2, "validation": 2, "test": 1}
+
+
 # ----------------------------------------------------------------------- errors name the file
 
 
