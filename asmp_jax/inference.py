@@ -33,7 +33,6 @@ What happens to a video (the details are in docs/inference.md):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -355,6 +354,17 @@ def _window_node_boxes(dets: graph_providers.Detections, sources: np.ndarray,
   return out
 
 
+def _clip_slot_order(sources: np.ndarray, chunk_sources: np.ndarray) -> np.ndarray:
+  """int [A]: the chunk's auditory slot that holds clip source ``a`` (sources absent from the
+  chunk get the chunk's unused slots)."""
+  a_max = preprocess.MAX_AUDITORY
+  pos = {int(c): i for i, c in enumerate(sources)}
+  inverse = np.full(a_max, -1)
+  inverse[[pos[int(c)] for c in chunk_sources]] = np.arange(len(chunk_sources))
+  free = iter(range(len(chunk_sources), a_max))
+  return np.array([inverse[a] if inverse[a] >= 0 else next(free) for a in range(a_max)])
+
+
 def _permute_auditory(ex: dict[str, np.ndarray], order: np.ndarray) -> None:
   """Reorders the auditory node slots of a preprocessed chunk in place (slot a <- order[a])."""
   perm = np.arange(preprocess.MAX_NODES)
@@ -580,7 +590,8 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
   finally:
     mngr.close()
   want, got = _flat_shapes(target), _flat_shapes(restored)
-  diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}" for k, v in want.items() if got.get(k) != v]
+  diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}" for k, v in want.items()
+           if got.get(k) != v]
   if diffs:
     raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE}: "
                          + "; ".join(diffs[:3]))
@@ -700,126 +711,65 @@ class Separator:
                    measure_motion: bool = False) -> tuple[SceneGraphs, dict[str, str], list[str]]:
     """Per-window scene graphs of ``video`` (module docstring, step 3).
 
+    The clip's auditory sources are chosen once over the whole clip (as the training
+    preprocessing does), then the windows are preprocessed in chunks of ``chunk_windows``.
+
     Returns:
-      (graphs, what provided detections/depth/flow, the fallback warnings logged).
+      (graphs, what provided detections/depth/flow/features, the fallback warnings logged).
     """
     providers = providers or Providers()
-    frames = video.frames
-    t, h, w = frames.shape[:3]
-    l = self.window_frames
-    num_windows = -(-t // l)
+    t = video.frames.shape[0]
     depth_src = _load_array(providers.depth, "depth")
     flow_src = _load_array(providers.flow, "flow")
     for arr, name, trailing in ((depth_src, "depth", ()), (flow_src, "flow", (2,))):
       if arr is not None:
         _check_source_array(arr, name, int(video.source_index.max()) + 1, video.source_size,
                             trailing)
-    used, warns = {}, []
 
     def flow_of(k0: int, k1: int) -> np.ndarray:
       """float32 [k1 - k0, H, W, 2] flow of resampled frames k0..k1-1 (frame k1 as look-ahead)."""
       if flow_src is not None:
         return _resample_flow(flow_src, video, np.arange(k0, k1))
-      return graph_providers.opencv_flow(frames[k0:min(k1 + 1, t)])[:k1 - k0]
+      return graph_providers.opencv_flow(video.frames[k0:min(k1 + 1, t)])[:k1 - k0]
 
-    # Detections (and the clip's auditory sources).
-    if providers.detections is None:
-      chunks = []
-      for k0 in range(0, t, self.chunk_windows * l):
-        k1 = min(t, k0 + self.chunk_windows * l)
-        chunks.append(graph_proposals.motion_proposals(flow_of(k0, k1), frame_offset=k0))
-      dets = graph_proposals.link_tracks(_concat_dets(chunks))
-      auditory_ids = np.unique(dets.label)[:preprocess.MAX_AUDITORY].astype(np.int32)
-      names = {int(i): graph_proposals.UNKNOWN_CLASS_NAME for i in auditory_ids}
-      used["detections"] = "motion proposals (fallback)"
-      warns.append("no detections file: using motion-based box proposals (objects are found only "
-                   "where they move against the camera; their class is unknown; expect a weaker "
-                   "separation than with a detector)")
-    else:
-      if isinstance(providers.detections, graph_providers.Detections):
-        raw = providers.detections
-        used["detections"] = "given"
-      else:
-        raw = graph_providers.load_detections(os.fspath(providers.detections))
-        used["detections"] = f"file {os.fspath(providers.detections)}"
-      dets = map_detections(raw, video)
-      auditory_ids = self._auditory_ids()
-      if auditory_ids is None:
-        raise InferenceError("the workdir has no dataset_meta.json (and the data set is not on "
-                             "this machine), so detection labels cannot be mapped to auditory "
-                             "classes; retrain or copy dataset_meta.json into the workdir")
-      all_names = self._all_class_names()
-      names = {int(i): (all_names[i] if 0 <= i < len(all_names) else f"class id {i}")
-               for i in np.unique(dets.label)}
+    dets, auditory_ids, names, used, warns = self._detections(video, providers, flow_of)
     if depth_src is None:
       used["depth"] = "flat (fallback)"
       warns.append("no depth file: using flat depth (edge weights then reflect 2D box distances "
                    "only, not depth)")
     else:
-      used["depth"] = "file" if not isinstance(providers.depth, np.ndarray) else "given"
-    if flow_src is None:
-      used["flow"] = "OpenCV DIS (fallback)" if (measure_motion or providers.detections is None) \
-          else "not needed"
+      used["depth"] = "given" if isinstance(providers.depth, np.ndarray) else "file"
+    if flow_src is not None:
+      used["flow"] = "given" if isinstance(providers.flow, np.ndarray) else "file"
+    elif measure_motion or providers.detections is None:
+      used["flow"] = "OpenCV DIS (fallback)"
       if measure_motion:
         warns.append("no flow file: measuring motion with OpenCV DIS flow (less accurate than "
                      "RAFT on fast or textureless motion)")
     else:
-      used["flow"] = "file" if not isinstance(providers.flow, np.ndarray) else "given"
+      used["flow"] = "not needed"
     used["features"] = self.preprocess_config.feature_extractor
+    sources = preprocess.select_sources(dets, auditory_ids, preprocess.MAX_AUDITORY,
+                                        self.preprocess_config.min_auditory_score)
+    if not len(sources):
+      warns.append("no auditory object found in the video (no detection with an auditory class "
+                   "id): the graphs hold the background node only" if providers.detections
+                   is not None else "no moving object found in the video: the graphs hold the "
+                   "background node only")
     for msg in warns:
       logging.warning("%s", msg)
 
-    cfg = self.preprocess_config
-    sources = preprocess.select_sources(dets, auditory_ids, preprocess.MAX_AUDITORY,
-                                        cfg.min_auditory_score)
-    if not len(sources):
-      msg = ("no auditory object found in the video (no detection with an auditory class id)"
-             if providers.detections is not None else "no moving object found in the video")
-      logging.warning("%s: the graphs hold the background node only", msg)
-      warns.append(msg)
-    chunk_cfg_base = dataclasses.replace(cfg, rectify=cfg.rectify and measure_motion)
+    l = self.window_frames
+    num_windows = -(-t // l)
     parts = []
     for w0 in range(0, num_windows, self.chunk_windows):
       w1 = min(num_windows, w0 + self.chunk_windows)
       k0, k1 = w0 * l, min(t, w1 * l)
-      in_chunk = (dets.frame >= k0) & (dets.frame < k1)
-      dc = dets.select(np.flatnonzero(in_chunk))
-      dc.frame = dc.frame - k0
-      chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
-                                                cfg.min_auditory_score)
-      if not set(chunk_sources.tolist()) <= set(sources.tolist()):
-        # Another auditory class outranks a clip source in this chunk: drop its detections so
-        # that the chunk keeps the clip's sources (it then only moves the background crop).
-        other = np.isin(dc.label, auditory_ids) & ~np.isin(dc.label, sources)
-        dc = dc.select(np.flatnonzero(~other))
-        chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
-                                                  cfg.min_auditory_score)
-      fc = frames[k0:k1]
       depth = (_resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
-               else graph_providers.flat_depth(fc))
-      flow = (flow_of(k0, k1) if measure_motion
-              else np.zeros(fc.shape[:3] + (2,), np.float32))
-      ex = preprocess.preprocess_clip(fc, np.zeros(1, np.float32), dc, depth, flow, auditory_ids,
-                                      dataclasses.replace(chunk_cfg_base, num_windows=w1 - w0))
-      ex["node_boxes"] = np.stack([
-          _window_node_boxes(dc, chunk_sources, auditory_ids, wi * l, min(wi * l + l, k1 - k0) - 1,
-                             h, w, cfg) for wi in range(w1 - w0)])
-      ex["reference_frames"] = fc[::l]
-      # Chunk source order -> clip source order.
-      pos = {int(c): i for i, c in enumerate(sources)}
-      chunk_pos = [pos[int(c)] for c in chunk_sources]
-      inverse = np.full(preprocess.MAX_AUDITORY, -1)
-      inverse[chunk_pos] = np.arange(len(chunk_pos))
-      free = iter(range(len(chunk_pos), preprocess.MAX_AUDITORY))  # unused chunk slots
-      order = np.array([inverse[a] if inverse[a] >= 0 else next(free)
-                        for a in range(preprocess.MAX_AUDITORY)])
-      _permute_auditory(ex, order)
-      key = "dir10" if self.config.model.num_direction_classes == 10 else "dir28"
-      measured = np.full((preprocess.MAX_AUDITORY, w1 - w0), -1, np.int32)
-      if measure_motion:
-        measured[:] = ex[key][:, order].T
-      ex["measured"] = measured
-      parts.append(ex)
+               else graph_providers.flat_depth(video.frames[k0:k1]))
+      flow = flow_of(k0, k1) if measure_motion else None
+      parts.append(self._graph_chunk(video.frames[k0:k1], dets, k0, sources, auditory_ids, depth,
+                                     flow))
       logging.info("scene graphs: windows %d-%d of %d", w0 + 1, w1, num_windows)
     cat = lambda k, axis=0: np.concatenate([p[k] for p in parts], axis=axis)
     graphs = SceneGraphs(
@@ -831,6 +781,75 @@ class Separator:
         measured_direction=cat("measured", axis=1),
         from_proposals=providers.detections is None)
     return graphs, used, warns
+
+  def _detections(self, video: VideoFrames, providers: Providers,
+                  flow_of: Callable[[int, int], np.ndarray]):
+    """The clip's detections on the resampled frames, the auditory class ids among their labels,
+    class names by id, what provided them and the warning for a fallback."""
+    if providers.detections is None:
+      step = self.chunk_windows * self.window_frames
+      t = video.frames.shape[0]
+      chunks = [graph_proposals.motion_proposals(flow_of(k0, min(t, k0 + step)), frame_offset=k0)
+                for k0 in range(0, t, step)]
+      dets = graph_proposals.link_tracks(_concat_dets(chunks))
+      # Tracks are numbered by total score: the first ones are the auditory candidates.
+      auditory_ids = np.unique(dets.label)[:preprocess.MAX_AUDITORY].astype(np.int32)
+      names = {int(i): graph_proposals.UNKNOWN_CLASS_NAME for i in auditory_ids}
+      return dets, auditory_ids, names, {"detections": "motion proposals (fallback)"}, [
+          "no detections file: using motion-based box proposals (objects are found only where "
+          "they move against the camera; their class is unknown; expect a weaker separation "
+          "than with a detector)"]
+    if isinstance(providers.detections, graph_providers.Detections):
+      raw, used = providers.detections, "given"
+    else:
+      raw = graph_providers.load_detections(os.fspath(providers.detections))
+      used = f"file {os.fspath(providers.detections)}"
+    auditory_ids = self._auditory_ids()
+    if auditory_ids is None:
+      raise InferenceError("the workdir has no dataset_meta.json (and the data set is not on "
+                           "this machine), so detection labels cannot be mapped to auditory "
+                           "classes; retrain or copy dataset_meta.json into the workdir")
+    dets = map_detections(raw, video)
+    all_names = self._all_class_names()
+    names = {int(i): (all_names[i] if 0 <= i < len(all_names) else f"class id {i}")
+             for i in np.unique(dets.label)}
+    return dets, auditory_ids, names, {"detections": used}, []
+
+  def _graph_chunk(self, frames: np.ndarray, dets: graph_providers.Detections, first: int,
+                   sources: np.ndarray, auditory_ids: np.ndarray, depth: np.ndarray,
+                   flow: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Preprocessed windows of the frames ``frames`` (clip frames ``first...``), node slots in
+    clip source order, plus ``node_boxes``, ``reference_frames`` and ``measured`` [A, W]."""
+    cfg = self.preprocess_config
+    l, (h, w) = self.window_frames, frames.shape[1:3]
+    nw = -(-len(frames) // l)
+    dc = dets.select(np.flatnonzero((dets.frame >= first) & (dets.frame < first + len(frames))))
+    dc.frame = dc.frame - first
+    chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
+                                              cfg.min_auditory_score)
+    if not set(chunk_sources.tolist()) <= set(sources.tolist()):
+      # Another auditory class outranks a clip source in this chunk: drop its detections so that
+      # the chunk keeps the clip's sources (this can only move the background crop).
+      other = np.isin(dc.label, auditory_ids) & ~np.isin(dc.label, sources)
+      dc = dc.select(np.flatnonzero(~other))
+      chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
+                                                cfg.min_auditory_score)
+    measure = flow is not None
+    chunk_cfg = dataclasses.replace(cfg, num_windows=nw, rectify=cfg.rectify and measure)
+    if flow is None:  # motion labels unused: zero flow, no rectification (cheap)
+      flow = np.zeros(frames.shape[:3] + (2,), np.float32)
+    ex = preprocess.preprocess_clip(frames, np.zeros(1, np.float32), dc, depth, flow,
+                                    auditory_ids, chunk_cfg)
+    ex["node_boxes"] = np.stack([
+        _window_node_boxes(dc, chunk_sources, auditory_ids, wi * l,
+                           min(wi * l + l, len(frames)) - 1, h, w, cfg) for wi in range(nw)])
+    ex["reference_frames"] = frames[::l]
+    order = _clip_slot_order(sources, chunk_sources)
+    _permute_auditory(ex, order)
+    key = "dir10" if self.config.model.num_direction_classes == 10 else "dir28"
+    ex["measured"] = (ex[key][:, order].T if measure
+                      else np.full((preprocess.MAX_AUDITORY, nw), -1, np.int32))
+    return ex
 
   # --------------------------------------------------------------- separation
 

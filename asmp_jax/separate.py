@@ -5,8 +5,8 @@
       --detections=dets.h5 --depth=depth.npz --flow=flow.npz --out_dir=OUT
 
 Writes to ``--out_dir``:
-  ``source_0.wav``, ``source_1.wav``, ... and ``background.wav``: the separated sounds at the input's
-  sample rate and length (mono);
+  ``source_0.wav``, ``source_1.wav``, ... and ``background.wav``: the separated sounds at the
+  input's sample rate and length (mono);
   ``summary.json``: inputs, checkpoint, providers used (and fallback warnings), per source the
   predicted sound class and the per-window motion directions, per window the graph's size;
   ``separation.png``: the scene graph on a reference frame with the predicted directions, and the

@@ -1,6 +1,8 @@
 """The picture of a separation: the scene graph on a reference frame, and the spectrograms.
 
-``save_picture(result, "out.png")`` writes one PNG (matplotlib, Agg backend) with
+``save_picture(result, "out.png")`` writes one PNG (``picture_png`` returns its bytes,
+``make_figure`` the matplotlib Figure; no pyplot state and no backend switch, so it works the
+same in scripts, headless tests and notebooks) with
 
 * left: the reference frame of one 1 s window with the graph's nodes (auditory sources in warm
   colours, context nodes blue, the background crop dashed grey), its edges drawn between box
@@ -13,34 +15,36 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib import patches
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from asmp_jax.graph import build as graph_build  # pylint: disable=wrong-import-position
+from asmp_jax.graph import build as graph_build
 
 _SOURCE_COLOURS = ("#e6194b", "#f58231", "#ffe119", "#bfef45")
 _CONTEXT_COLOUR = "#4363d8"
 _BACKGROUND_COLOUR = "#a9a9a9"
 _MAX_FRAMES = 1500  # spectrogram columns drawn at most (the hop grows for long clips)
+_MAX_HZ = 8000.0  # highest frequency drawn (the model separates below 5.5 kHz)
 
 
 def log_spectrogram(wav: np.ndarray, sample_rate: int, n_fft: int = 1024,
-                    max_frames: int = _MAX_FRAMES) -> tuple[np.ndarray, float, float]:
+                    max_frames: int = _MAX_FRAMES, ref: float | None = None
+                    ) -> tuple[np.ndarray, float, float, float]:
   """dB magnitude spectrogram for display (Hann window, hop chosen so at most ``max_frames``).
 
   Args:
     wav: float [L] waveform.
     sample_rate: Hz.
+    ref: magnitude of 0 dB (default: this spectrogram's peak), to draw several on one scale.
 
   Returns:
-    (float32 [n_fft // 2 + 1, frames] dB relative to the peak (floored at -80), seconds per
-    frame, Hz per bin).
+    (float32 [n_fft // 2 + 1, frames] dB relative to ``ref``, floored at -80; seconds per frame;
+    Hz per bin; the ``ref`` used).
   """
   wav = np.asarray(wav, np.float32).reshape(-1)
   if wav.size < n_fft:
@@ -49,9 +53,9 @@ def log_spectrogram(wav: np.ndarray, sample_rate: int, n_fft: int = 1024,
   starts = np.arange(0, wav.size - n_fft + 1, hop)
   idx = starts[:, None] + np.arange(n_fft)[None]
   mag = np.abs(np.fft.rfft(wav[idx] * np.hanning(n_fft).astype(np.float32), axis=-1)).T
-  db = 20.0 * np.log10(mag + 1e-8)
-  db = np.maximum(db - db.max(), -80.0)
-  return db.astype(np.float32), hop / sample_rate, sample_rate / n_fft
+  ref = float(mag.max()) if ref is None else float(ref)
+  db = 20.0 * np.log10((mag + 1e-8) / max(ref, 1e-8))
+  return np.clip(db, -80.0, 0.0).astype(np.float32), hop / sample_rate, sample_rate / n_fft, ref
 
 
 def default_window(result: Any) -> int:
@@ -93,7 +97,8 @@ def _draw_graph(ax, result: Any, window: int) -> None:
       colour, style = _BACKGROUND_COLOUR, "--"
     else:
       colour, style = _CONTEXT_COLOUR, "-"
-    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, ls=style, lw=1.5))
+    ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, ls=style,
+                                   lw=1.5))
   ax.set_xlim(0, w)
   ax.set_ylim(h, 0)
   ax.set_title(f"window {window} ({window * result.window_seconds:.0f}-"
@@ -110,20 +115,21 @@ def _direction_text(result: Any, m: int, window: int) -> str:
   return f"; window {window}: {result.direction_names[int(np.argmax(p))]} ({np.max(p):.2f})"
 
 
-def make_figure(result: Any, window: int | None = None) -> plt.Figure:
+def make_figure(result: Any, window: int | None = None) -> Figure:
   """The figure of the module docstring for an asmp_jax.inference.SeparationResult."""
   if window is None:
     window = default_window(result)
   if not 0 <= window < result.graphs.num_windows:
     raise ValueError(f"window must be in 0..{result.graphs.num_windows - 1}, got {window}")
   rows = [("mixture", result.mixture)] + list(zip(result.source_names, result.sources))
-  fig = plt.figure(figsize=(13, 2.0 * len(rows) + 1), constrained_layout=True)
+  fig = Figure(figsize=(13, 2.0 * len(rows) + 1), layout="constrained")
   grid = fig.add_gridspec(len(rows), 2, width_ratios=(1, 1.6))
   _draw_graph(fig.add_subplot(grid[:, 0]), result, window)
   classes = result.predicted_classes()
+  ref = None  # every spectrogram on the mixture's dB scale
   for r, (name, wav) in enumerate(rows):
     ax = fig.add_subplot(grid[r, 1])
-    db, sec, hz = log_spectrogram(wav, result.sample_rate)
+    db, sec, hz, ref = log_spectrogram(wav, result.sample_rate, ref=ref)
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
               extent=(0, db.shape[1] * sec, 0, db.shape[0] * hz / 1000))
     title = name
@@ -132,6 +138,7 @@ def make_figure(result: Any, window: int | None = None) -> plt.Figure:
       title += f": {c['name']} ({c['probability']:.2f})" + _direction_text(result, r - 1, window)
     ax.set_title(title, fontsize=9, loc="left")
     ax.axvline(window * result.window_seconds, color="cyan", lw=0.8)
+    ax.set_ylim(0, min(result.sample_rate / 2, _MAX_HZ) / 1000)
     ax.set_ylabel("kHz", fontsize=8)
     ax.tick_params(labelsize=7)
     if r == len(rows) - 1:
@@ -139,11 +146,15 @@ def make_figure(result: Any, window: int | None = None) -> plt.Figure:
   return fig
 
 
+def picture_png(result: Any, window: int | None = None, dpi: int = 100) -> bytes:
+  """:func:`make_figure` encoded as PNG bytes."""
+  buf = io.BytesIO()
+  make_figure(result, window).savefig(buf, dpi=dpi, format="png")
+  return buf.getvalue()
+
+
 def save_picture(result: Any, path: str | os.PathLike[str], window: int | None = None,
                  dpi: int = 100) -> None:
-  """Writes :func:`make_figure` as a PNG to ``path``."""
-  fig = make_figure(result, window)
-  try:
-    fig.savefig(os.fspath(path), dpi=dpi, format="png")
-  finally:
-    plt.close(fig)
+  """Writes :func:`make_figure` as a PNG file."""
+  with open(os.fspath(path), "wb") as f:
+    f.write(picture_png(result, window, dpi))

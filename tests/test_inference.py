@@ -97,7 +97,8 @@ def test_provider_files_are_mapped_to_resampled_frames(tmp_path):
   np.testing.assert_allclose(mapped.box, [[4, 4, 8, 12]] * 2)
   flow = np.zeros((24, 48, 64, 2), np.float32)
   flow[..., 0] = 1.0  # 1 px/frame to the right on the decoded frames
-  resampled = inference._resample_flow(flow, video, np.arange(8))  # pylint: disable=protected-access
+  resampled = inference._resample_flow(  # pylint: disable=protected-access
+      flow, video, np.arange(8))
   # 3 decoded frames per resampled frame, at half the width: 1.5 px (last frame: no successor).
   np.testing.assert_allclose(resampled[:7, ..., 0], 1.5, atol=1e-5)
   np.testing.assert_allclose(resampled[7], 0.0)

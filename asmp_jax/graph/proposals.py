@@ -3,11 +3,11 @@
 The paper's detector (Faster R-CNN) needs weights that nothing here may download. Without a
 detections file, inference (asmp_jax.inference) proposes objects from optical flow instead:
 
-1. **Camera motion.** A similarity motion ``p -> s R p + t`` (pan, zoom, in-plane rotation) is fitted
-   to each frame's flow by trimmed least squares on a pixel grid (:func:`fit_camera_motion`): fit,
-   keep the ``keep_fraction`` best-fitting points, refit. Objects covering less than about
-   ``1 - keep_fraction`` of the frame do not bias it. The fitted motion is subtracted
-   (:func:`residual_flow`).
+1. **Camera motion.** A similarity motion ``p -> s R p + t`` (pan, zoom, in-plane rotation) is
+   fitted to each frame's flow by trimmed least squares on a pixel grid
+   (:func:`fit_camera_motion`): fit, keep the ``keep_fraction`` best-fitting points, refit.
+   Objects covering less than about ``1 - keep_fraction`` of the frame do not bias it. The fitted
+   motion is subtracted (:func:`residual_flow`).
 2. **Moving pixels.** A pixel moves when its residual flow magnitude exceeds
    ``max(min_magnitude_px, relative_threshold * median residual magnitude of the frame)``; the mask
    is cleaned with a morphological opening and closing (OpenCV).
@@ -169,8 +169,8 @@ def link_tracks(dets: Detections, min_overlap: float = 0.3, max_gap: int = 8) ->
 
   Frames are visited in order; each box joins the track whose last box (seen at most ``max_gap``
   frames before) overlaps it most (:func:`overlap_fraction` > ``min_overlap``), matched greedily,
-  or starts a new track. Track ids are then renumbered by total score, best first (so track 0 is the most
-  confidently moving object).
+  or starts a new track. Track ids are then renumbered by total score, best first (track 0 is the
+  most confidently moving object).
 
   Returns:
     The detections sorted by frame, with ``track`` and ``label`` both set to the track id.
