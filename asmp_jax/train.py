@@ -181,7 +181,7 @@ def create_train_state(config, model, tx, example_batch, rng) -> TrainState:
   """Fresh state (params, BatchNorm statistics, optimizer state, RNG) for ``example_batch``."""
   init_rng, state_rng = jax.random.split(rng)
   mb = _model_batch(example_batch, config.data.normalise_mix)
-  variables = model.init(init_rng, mb, train=False)
+  variables = asmp_model.init_variables(model, init_rng, mb)
   params = variables["params"]
   return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
@@ -215,7 +215,7 @@ def write_text_atomic(path: epath.Path, text: str) -> None:
   """Writes ``text`` to a temporary name and renames it (local or remote paths)."""
   tmp = path.parent / (path.name + ".tmp")
   tmp.write_text(text)
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def save_config(workdir: str, config) -> None:

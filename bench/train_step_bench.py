@@ -1,0 +1,149 @@
+"""Train-step time, examples/s and XLA's FLOP count for an ASMP config, and grain's batch rate.
+
+Times the jitted, donated train step of ``asmp_jax.train`` (forward, backward, Adam, on a random
+batch of the right shapes: 2 videos per example, 23-node graphs, 65535-sample crops) after one
+warm-up step, and prints the median over ``--steps`` steps, examples/s, the FLOPs per step from
+``compiled.cost_analysis()`` and the achieved FLOP/s. ``--pipeline_data_dir`` additionally times the
+grain input pipeline on a prepared data set (batches/s), for comparison with the step rate.
+
+  python bench/train_step_bench.py --config=configs/asiw.py --batch=8 --steps=3     # paper size
+  python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
+      --pipeline_data_dir=$HOME/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import statistics
+import time
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from asmp_jax import input_pipeline, preprocess, train
+from asmp_jax.models import asmp as asmp_model
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A batch with the pipeline's layout and random content."""
+  rng = np.random.default_rng(seed)
+  n = preprocess.MAX_NODES
+  e = n * (n - 1)
+  u, s, f = config.data.num_videos, config.model.num_slots, config.model.node_feature_dim
+  senders, receivers = preprocess.dense_edges(n)
+  node_mask = rng.uniform(size=(batch_size, u, n)) < 0.5
+  node_mask[..., [0, -1]] = True
+  edge_mask = node_mask[..., senders] & node_mask[..., receivers]
+  return {
+      "audio": rng.normal(size=(batch_size, u, config.data.crop_samples)).astype(np.float32) * 0.1,
+      "gain": np.ones((batch_size, u), np.float32),
+      "node_features": rng.normal(size=(batch_size, u, n, f)).astype(np.float32),
+      "node_mask": node_mask,
+      "node_type": np.zeros((batch_size, u, n), np.int32),
+      "senders": np.broadcast_to(senders, (batch_size, u, e)).copy(),
+      "receivers": np.broadcast_to(receivers, (batch_size, u, e)).copy(),
+      "edge_weight": rng.uniform(size=(batch_size, u, e)).astype(np.float32) * edge_mask,
+      "edge_mask": edge_mask,
+      "source_mask": np.ones((batch_size, u, s), bool),
+      "class_labels": rng.integers(0, config.model.num_classes, size=(batch_size, u, s)).astype(
+          np.int32),
+      "dir_labels": rng.integers(0, config.model.num_direction_classes,
+                                 size=(batch_size, u, s, config.model.num_dir_windows)).astype(
+                                     np.int32),
+      "dir_valid": np.ones((batch_size, u, s, config.model.num_dir_windows), bool),
+      "clip_index": np.zeros((batch_size, u), np.int32),
+  }
+
+
+def time_train_step(config, batch_size: int, steps: int):
+  mesh = train.make_mesh()
+  data = NamedSharding(mesh, P("data"))
+  repl = NamedSharding(mesh, P())
+  model = asmp_model.create_model(config.model)
+  tx = train.create_optimizer(config.train)
+  batch = jax.device_put(random_batch(config, batch_size), data)
+  state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r),
+                  out_shardings=repl)(batch, jax.random.key(0))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+                 in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  state, m = compiled(state, batch)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return {"params": n_params, "compile_s": compile_s, "median_s": statistics.median(times),
+          "flops": flops}
+
+
+def time_pipeline(config, data_dir: str, batch_size: int, batches: int) -> float:
+  from asmp_jax import datasets  # pylint: disable=g-import-not-at-top
+  config.data.data_dir = data_dir
+  builder = datasets.get_builder(config.data)
+  meta = datasets.metadata(builder)
+  train.fill_data_dependent_config(config, meta)
+  src = datasets.data_source(builder, "train")
+  ds = input_pipeline.batched(input_pipeline.pair_dataset(
+      src, input_pipeline.PairConfig.from_config(config), seed=0, train=True), batch_size,
+                              worker_count=config.data.worker_count)
+  it = iter(ds)
+  next(it)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  return batches / (time.perf_counter() - t0)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/asiw.py")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--feature_dim", type=int, default=0,
+                      help="node feature size (default: 2048 for precomputed, 400 for hog_color)")
+  parser.add_argument("--num_classes", type=int, default=15)
+  parser.add_argument("--pipeline_data_dir", default="")
+  parser.add_argument("--pipeline_batches", type=int, default=50)
+  args = parser.parse_args()
+  config = load_config(args.config)
+  if args.pipeline_data_dir:
+    rate = time_pipeline(config, args.pipeline_data_dir, args.batch, args.pipeline_batches)
+    print(f"grain pipeline ({config.data.name}/{config.data.builder_config}, batch {args.batch}, "
+          f"{config.data.worker_count} workers): {rate:.2f} batches/s")
+  else:
+    config.model.node_feature_dim = args.feature_dim or (
+        2048 if config.graph.feature_extractor == "precomputed" else 400)
+    config.model.num_classes = args.num_classes
+  r = time_train_step(config, args.batch, args.steps)
+  print(f"config {args.config}  batch {args.batch}  devices {jax.device_count()} "
+        f"({jax.devices()[0].device_kind})")
+  print(f"  parameters        {r['params'] / 1e6:.1f} M")
+  print(f"  compile           {r['compile_s']:.1f} s")
+  print(f"  train step        {r['median_s'] * 1e3:.0f} ms (median of {args.steps})")
+  print(f"  examples/s        {args.batch / r['median_s']:.2f}")
+  print(f"  FLOPs/step (XLA)  {r['flops'] / 1e12:.3f} TFLOP")
+  print(f"  achieved          {r['flops'] / r['median_s'] / 1e9:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+  main()

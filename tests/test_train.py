@@ -1,0 +1,61 @@
+"""launch.py end to end on the tiny synthetic set: train, evaluate, checkpoint, resume, refuse."""
+import json
+import os
+
+import pytest
+
+from conftest import run_launch
+
+
+def _ckpt_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit())
+
+
+@pytest.mark.slow
+def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  first = run_launch(workdir, tiny_data_dir)
+  assert first.returncode == 0, first.stdout[-3000:]
+  assert "step 6/6" in first.stdout
+  assert _ckpt_steps(workdir) == [3, 6]  # checkpoint_every=3, max_to_keep=2
+  with open(os.path.join(workdir, "eval_test.json")) as f:
+    results = json.load(f)
+  for key in ("model", "mixture", "oracle_ibm", "oracle_irm"):
+    assert results[key]["num_valid"] > 0
+  # The ideal binary mask separates far better than leaving the mixture alone.
+  assert results["oracle_ibm"]["sdr"] > results["mixture"]["sdr"] + 5
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  # Run again with more steps: it resumes from step 6 instead of restarting.
+  second = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=8",
+                      "--config.eval.num_pairs=0")
+  assert second.returncode == 0, second.stdout[-3000:]
+  assert "Resuming from the checkpoint of step 6" in second.stdout
+  assert "step 8/8" in second.stdout and "step 2/8" not in second.stdout
+  assert _ckpt_steps(workdir)[-1] == 8
+  # An incompatible model in the same workdir is refused with the differing key.
+  third = run_launch(workdir, tiny_data_dir, "--config.model.embed_dim=16",
+                     "--config.eval.num_pairs=0")
+  assert third.returncode != 0
+  assert "incompatible config" in third.stdout and "model.embed_dim" in third.stdout
+
+
+def test_unknown_config_key_is_refused(tmp_path):
+  proc = run_launch(str(tmp_path / "run"), str(tmp_path / "nodata"), "--config.train.no_such_key=1")
+  assert proc.returncode != 0
+  assert "no_such_key" in proc.stdout
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  # An absurd learning rate after the first checkpoint (step 3) overflows the parameters.
+  ok = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=3",
+                  "--config.eval.num_pairs=0")
+  assert ok.returncode == 0, ok.stdout[-3000:]
+  bad = run_launch(workdir, tiny_data_dir, "--config.train.learning_rate=1e38",
+                   "--config.train.num_train_steps=12", "--config.eval.num_pairs=0")
+  assert bad.returncode != 0
+  assert "non-finite loss" in bad.stdout
+  assert _ckpt_steps(workdir) == [3]
