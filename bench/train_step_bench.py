@@ -8,7 +8,7 @@ grain input pipeline on a prepared data set (batches/s), for comparison with the
 
   python bench/train_step_bench.py --config=configs/asiw.py --batch=8 --steps=3     # paper size
   python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
-      --pipeline_data_dir=$HOME/tensorflow_datasets
+      --pipeline_data_dir=$HOME/tensorflow_datasets [--pipeline_only]
 """
 
 from __future__ import annotations
@@ -124,12 +124,15 @@ def main():
   parser.add_argument("--num_classes", type=int, default=15)
   parser.add_argument("--pipeline_data_dir", default="")
   parser.add_argument("--pipeline_batches", type=int, default=50)
+  parser.add_argument("--pipeline_only", action="store_true", help="skip the train step")
   args = parser.parse_args()
   config = load_config(args.config)
   if args.pipeline_data_dir:
     rate = time_pipeline(config, args.pipeline_data_dir, args.batch, args.pipeline_batches)
     print(f"grain pipeline ({config.data.name}/{config.data.builder_config}, batch {args.batch}, "
           f"{config.data.worker_count} workers): {rate:.2f} batches/s")
+    if args.pipeline_only:
+      return
   else:
     config.model.node_feature_dim = args.feature_dim or (
         2048 if config.graph.feature_extractor == "precomputed" else 400)
