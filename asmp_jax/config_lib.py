@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.eval_every = 2_000
   t.checkpoint_every = 1_000
   t.max_to_keep = 3
+  # Append each step's clip indices to <workdir>/examples_seen.jsonl (process 0): lets one check
+  # that a resumed run sees exactly the examples an uninterrupted one would.
+  t.record_examples = False
 
   # ---------------------------------------------------------------- evaluation
   c.eval = e = ml_collections.ConfigDict()

@@ -280,6 +280,14 @@ class _StopFlag:
     if threading_is_main():
       signal.signal(signal.SIGTERM, self._handler)
 
+  def agreed(self, process_count: int) -> bool:
+    """True on every process once any process got SIGTERM (so all save the same step)."""
+    if process_count == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+    return bool(np.any(flags))
+
   def _handler(self, signum, frame):  # pylint: disable=unused-argument
     logging.warning("SIGTERM received: saving a checkpoint at the next step boundary.")
     self.requested = True
@@ -399,8 +407,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   t_last, steps_since = time.time(), 0
   pending = None  # metrics of the previous step, checked one step late to keep dispatch async
   step = start_step
+  stopping = False
+  record = (workdir_path(workdir) / "examples_seen.jsonl"
+            if config.train.record_examples and proc == 0 else None)
   while step < num_steps:
-    batch = _global_batch(next(train_iter), batch_sharding)
+    local = next(train_iter)
+    if record is not None:
+      with record.open("a") as f:
+        f.write(json.dumps({"step": step + 1, "clip_index": local["clip_index"].tolist()}) + "\n")
+    batch = _global_batch(local, batch_sharding)
     prev_state_step = step
     state, metrics = p_train(state, batch)
     step += 1
@@ -431,16 +446,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       writer.scalars(step, {f"val/{k}": v for k, v in val.items()})
       logging.info("validation at step %d: %s", step,
                    "  ".join(f"{k} {v:.4f}" for k, v in sorted(val.items())))
-    if step % config.train.checkpoint_every == 0 or step == num_steps or stop.requested:
+    stopping = stop.agreed(n_proc)
+    if step % config.train.checkpoint_every == 0 or step == num_steps or stopping:
       if pending is not None:
         _check_finite(pending, step, workdir)
       save(step)
       logging.info("Saved checkpoint at step %d.", step)
-    if stop.requested:
+    if stopping:
       logging.warning("Stopped by SIGTERM at step %d after saving; rerun the same command to "
                       "resume.", step)
       break
-  if not stop.requested and config.eval.num_pairs > 0:
+  if not stopping and config.eval.num_pairs > 0:
     from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
     test_src = datasets.data_source(builder, config.eval.split)
     evaluate.evaluate(state, model, config, test_src, config.eval.split, workdir,
