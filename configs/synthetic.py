@@ -22,15 +22,15 @@ def get_config():
   m.gat_heads = 4
   m.gat_head_dim = 32
   m.edgeconv_dim = 128
-  m.unet_width_mult = 0.25
-  m.cls_width = 16
+  m.unet_width_mult = 0.125
+  m.cls_width = 8
   m.cls_blocks = (1, 1, 1, 1)
 
   t = config.train
   t.batch_size = 8
-  t.num_train_steps = 3000
+  t.num_train_steps = 1500
   t.learning_rate = 1e-3
-  t.lr_decay_every = 2000
+  t.lr_decay_every = 1000
   t.log_every = 25
   t.eval_every = 500
   t.checkpoint_every = 250
