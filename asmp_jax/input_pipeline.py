@@ -166,7 +166,6 @@ def pair_dataset(source: Sequence[Example], cfg: PairConfig, *, seed: int, train
   ds = grain.MapDataset.source(pairs)
   if train:
     ds = ds.repeat(None)
-  ds = ds[process_index::process_count]
 
   def load(idx):
     return [source[int(i)] for i in idx], idx
@@ -176,7 +175,10 @@ def pair_dataset(source: Sequence[Example], cfg: PairConfig, *, seed: int, train
     ds = ds.random_map(lambda x, rng: make_pair(x[0], rng, cfg, x[1]), seed=seed)
   else:
     ds = ds.map(lambda x: make_pair(x[0], None, cfg, x[1]))
-  return ds
+  # Shard last: the random crop and gains of pair i depend on its global index, so the union of
+  # the processes' shards is exactly the single-process stream (MapDataset is lazy: a process only
+  # loads its own pairs).
+  return ds[process_index::process_count]
 
 
 def batched(ds: grain.MapDataset, batch_size: int, *, drop_remainder: bool = True,

@@ -86,6 +86,11 @@ def test_process_shards_are_disjoint_and_cover_the_stream():
   full_idx = [tuple(b["clip_index"][0]) for b in full]
   assert [tuple(b["clip_index"][0]) for b in shards[0]] == full_idx[0::2]
   assert [tuple(b["clip_index"][0]) for b in shards[1]] == full_idx[1::2]
+  # Same crops and gains as in the single-process stream, not just the same clips.
+  for p in (0, 1):
+    for a, b in zip(shards[p], full[p::2]):
+      np.testing.assert_array_equal(a["audio"], b["audio"])
+      np.testing.assert_array_equal(a["gain"], b["gain"])
 
 
 def test_eval_pairs_fixed_and_unit_gain():
