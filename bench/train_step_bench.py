@@ -7,6 +7,9 @@ warm-up step, and prints the median over ``--steps`` steps, examples/s, the FLOP
 grain input pipeline on a prepared data set (batches/s), for comparison with the step rate.
 
   python bench/train_step_bench.py --config=configs/asiw.py --batch=8 --steps=3     # paper size
+  # scaling over simulated CPU devices, and bfloat16 vs float32 compute:
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python bench/train_step_bench.py \
+      --config=configs/synthetic_tiny.py --batch=4 --steps=3 [--dtype=bfloat16]
   python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
       --pipeline_data_dir=$HOME/tensorflow_datasets [--pipeline_only]
 """
@@ -125,6 +128,7 @@ def main():
   parser.add_argument("--pipeline_data_dir", default="")
   parser.add_argument("--pipeline_batches", type=int, default=50)
   parser.add_argument("--pipeline_only", action="store_true", help="skip the train step")
+  parser.add_argument("--dtype", default="", help="override config.model.dtype (bfloat16|float32)")
   args = parser.parse_args()
   config = load_config(args.config)
   if args.pipeline_data_dir:
@@ -137,8 +141,11 @@ def main():
     config.model.node_feature_dim = args.feature_dim or (
         2048 if config.graph.feature_extractor == "precomputed" else 400)
     config.model.num_classes = args.num_classes
+  if args.dtype:
+    config.model.dtype = args.dtype
   r = time_train_step(config, args.batch, args.steps)
-  print(f"config {args.config}  batch {args.batch}  devices {jax.device_count()} "
+  print(f"config {args.config}  dtype {config.model.dtype}  batch {args.batch}  "
+        f"devices {jax.device_count()} "
         f"({jax.devices()[0].device_kind})")
   print(f"  parameters        {r['params'] / 1e6:.1f} M")
   print(f"  compile           {r['compile_s']:.1f} s")
