@@ -1,0 +1,104 @@
+"""A killed (SIGKILL) or preempted (SIGTERM) run resumes and ends exactly like an uninterrupted one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, run_launch
+
+STEPS = 8
+COMMON = (f"--config.train.num_train_steps={STEPS}", "--config.train.checkpoint_every=2",
+          "--config.train.log_every=1", "--config.train.eval_every=1000",
+          "--config.train.max_to_keep=10", "--config.eval.num_pairs=0",
+          "--config.train.record_examples=True")
+
+
+def _final_params(workdir):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = mngr.latest_step()
+  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state["params"])]
+  return step, leaves
+
+
+def _examples(workdir):
+  seen = {}
+  with open(os.path.join(workdir, "examples_seen.jsonl")) as f:
+    for line in f:
+      rec = json.loads(line)
+      seen[rec["step"]] = rec["clip_index"]  # a replayed step after a resume overwrites
+  return [seen[s] for s in sorted(seen)], sorted(seen)
+
+
+def _start(workdir, data_dir):
+  cmd = [sys.executable, "launch.py", "--config=configs/synthetic_tiny.py", f"--workdir={workdir}",
+         f"--config.data.data_dir={data_dir}", *COMMON]
+  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=900):
+  path = os.path.join(workdir, "checkpoints", str(step))
+  t0 = time.time()
+  while not os.path.isdir(path):
+    if proc.poll() is not None:
+      raise AssertionError(f"training ended before checkpoint {step}: {proc.stdout.read()[-2000:]}")
+    if time.time() - t0 > timeout:
+      raise AssertionError(f"no checkpoint {step} after {timeout} s")
+    time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  proc = run_launch(workdir, tiny_data_dir, *COMMON)
+  assert proc.returncode == 0, proc.stdout[-3000:]
+  return workdir
+
+
+def _compare(workdir, reference):
+  step, params = _final_params(workdir)
+  ref_step, ref_params = _final_params(reference)
+  assert step == ref_step == STEPS
+  for a, b in zip(params, ref_params):
+    np.testing.assert_array_equal(a, b)
+  seen, steps = _examples(workdir)
+  ref_seen, ref_steps = _examples(reference)
+  assert steps == ref_steps == list(range(1, STEPS + 1))
+  assert seen == ref_seen
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tiny_data_dir, tmp_path, reference):
+  workdir = str(tmp_path / "killed")
+  proc = _start(workdir, tiny_data_dir)
+  _wait_for_checkpoint(workdir, 4, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  resumed = run_launch(workdir, tiny_data_dir, *COMMON)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+  assert "Resuming from the checkpoint of step" in resumed.stdout
+  _compare(workdir, reference)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_zero_then_resume(tiny_data_dir, tmp_path, reference):
+  workdir = str(tmp_path / "preempted")
+  proc = _start(workdir, tiny_data_dir)
+  _wait_for_checkpoint(workdir, 2, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == 0, out[-3000:]
+  assert "Stopped by SIGTERM" in out
+  stopped_at = max(int(x) for x in os.listdir(os.path.join(workdir, "checkpoints")) if x.isdigit())
+  assert 2 <= stopped_at < STEPS
+  resumed = run_launch(workdir, tiny_data_dir, *COMMON)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+  assert f"Resuming from the checkpoint of step {stopped_at}" in resumed.stdout
+  _compare(workdir, reference)
