@@ -33,6 +33,46 @@ def test_custom_vjp_matches_plain_float64(shape):
       assert _rel_err(a, b) <= 1e-6
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4, 9), (1, 1, 1, 3, 8), (2, 2, 2, 16, 12)])
+def test_phase_forward_and_custom_vjp_match_plain_float64(shape):
+  """Shapes with >= PHASE_MIN_FEATURES output channels take the sub-pixel forward path."""
+  n, h, w, ci, co = shape
+  assert co >= layers.PHASE_MIN_FEATURES
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(n, h, w, ci)), jnp.float64)
+    k = jnp.asarray(rng.normal(size=(4, 4, ci, co)), jnp.float64)
+    g = jnp.asarray(rng.normal(size=(n, 2 * h, 2 * w, co)), jnp.float64)
+    y_plain, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
+    assert _rel_err(layers.conv_transpose_4x4s2_phases(x, k), y_plain) <= 1e-12
+    y_fast, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    assert y_fast.dtype == jnp.float64
+    assert _rel_err(y_fast, y_plain) <= 1e-12
+    for a, b in zip(vjp_fast(g), vjp_plain(g)):
+      assert _rel_err(a, b) <= 1e-6
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (3, 8, 8, 2), (1, 1, 2, 1)])
+def test_max_pool_value_and_gradient_equal_flax_float64(shape):
+  """Including ties (ReLU zeros, constant regions): the first maximum takes the cotangent."""
+  def ref(x):
+    return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.normal(size=shape), 0.0)
+    x[:, : shape[1] // 2, : shape[2] // 2] = 0.5
+    x = jnp.asarray(x, jnp.float64)
+    y_ref, vjp_ref = jax.vjp(ref, x)
+    y, vjp = jax.vjp(layers.max_pool_3x3s2, x)
+    assert y.shape == y_ref.shape and y.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float64)
+    assert _rel_err(vjp(g)[0], vjp_ref(g)[0]) <= 1e-6
+    # Exactly: each input gets the sum of the cotangents of the windows it is the first max of.
+    assert _rel_err(vjp(g)[0], vjp_ref(g)[0]) <= 1e-15
+
+
 def test_plain_equals_flax_conv_transpose_and_torch_shape():
   """The plain formulation is nn.ConvTranspose(k=4, s=2, 'SAME') and doubles H, W."""
   with jax.enable_x64(True):
