@@ -346,6 +346,10 @@ def _gb(x: float | None) -> str:
   return "–" if x is None or not np.isfinite(x) else f"{x / 2**30:.2f} GiB"
 
 
+def _tflop(x: float) -> str:
+  return f"{x / 1e12:.3f} T" if np.isfinite(x) else "–"
+
+
 def summarise(results: list[dict[str, Any]], cli, load_before, load_after) -> tuple[str, str]:
   """Console text and the markdown block for RESULTS.md."""
   lines, md = [], []
@@ -389,10 +393,10 @@ def summarise(results: list[dict[str, Any]], cli, load_before, load_after) -> tu
       rng_o = f"{min(res['times']['ours'][kind]):.2f}–{max(res['times']['ours'][kind]):.2f}"
       rng_t = f"{min(res['times']['twin'][kind]):.2f}–{max(res['times']['twin'][kind]):.2f}"
       lines.append(f"  {kind:5s}: ours {to:.3f} s [{rng_o}]  twin {tt_:.3f} s [{rng_t}]  "
-                   f"speed-up twin/ours = {tt_ / to:.2f}x  FLOPs ours {fo / 1e12:.3f} T, twin "
-                   f"{ft / 1e12:.3f} T  achieved {ach}  peak RSS (after train) {rss}")
+                   f"speed-up twin/ours = {tt_ / to:.2f}x  FLOPs ours {_tflop(fo)}, twin "
+                   f"{_tflop(ft)}  achieved {ach}  peak RSS (after train) {rss}")
       md.append(f"| {b} | {kind} | {to:.2f} s | {tt_:.2f} s | **{tt_ / to:.2f}×** | "
-                f"{fo / 1e12:.3f} T | {ft / 1e12:.3f} T | {ach} | {rss} |")
+                f"{_tflop(fo)} | {_tflop(ft)} | {ach} | {rss} |")
   lines.append(f"load average before {load_before}, after {load_after}")
   md.append("")
   md.append("Peak RSS is the process high-water mark after the train rounds (it includes the "

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from asmp_jax.models import layers
 
@@ -71,6 +72,81 @@ def test_max_pool_value_and_gradient_equal_flax_float64(shape):
     assert _rel_err(vjp(g)[0], vjp_ref(g)[0]) <= 1e-6
     # Exactly: each input gets the sum of the cotangents of the windows it is the first max of.
     assert _rel_err(vjp(g)[0], vjp_ref(g)[0]) <= 1e-15
+
+
+@pytest.mark.parametrize("n,stride,padding,kernel", [
+    (5, 1, ((1, 1), (1, 1)), 3), (4, 2, ((1, 1), (1, 1)), 4), (3, 2, "SAME", 1),
+    (7, 2, ((3, 3), (3, 3)), 7)])
+def test_conv2d_chunked_kernel_gradient_matches_lax_float64(n, stride, padding, kernel):
+  """Kernel gradient summed over batch chunks (forced small) == autodiff of the plain conv."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(n, 9, 8, 3)), jnp.float64)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float64)
+    pads = (lax.padtype_to_pads(x.shape[1:3], k.shape[:2], (stride, stride), padding)
+            if isinstance(padding, str) else padding)
+
+    def plain(x, k):
+      return lax.conv_general_dilated(x, k, (stride, stride), pads,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def fast(x, k):   # ~2 examples per chunk -> several chunks, the last one shorter for odd n
+      return layers.conv2d(x, k, (stride, stride), padding,
+                           dw_chunk_bytes=2 * 8 * int(np.prod(plain(x, k).shape[1:])))
+
+    y_plain, vjp_plain = jax.vjp(plain, x, k)
+    y_fast, vjp_fast = jax.vjp(fast, x, k)
+    assert _rel_err(y_fast, y_plain) <= 1e-12
+    g = jnp.asarray(rng.normal(size=y_plain.shape), jnp.float64)
+    for a, b in zip(vjp_fast(g), vjp_plain(g)):
+      assert a.shape == b.shape
+      assert _rel_err(a, b) <= 1e-6
+
+
+def test_batch_chunks_cover_the_batch_in_near_equal_pieces():
+  assert layers.batch_chunks(48, 2**20, 6 * 2**20) == [(i, i + 6) for i in range(0, 48, 6)]
+  assert layers.batch_chunks(7, 10, 25) == [(0, 2), (2, 4), (4, 5), (5, 7)]
+  assert layers.batch_chunks(3, 10**9) == [(0, 1), (1, 2), (2, 3)]
+  assert layers.batch_chunks(5, 1) == [(0, 5)]
+  for n, b, c in ((13, 3, 10), (288, 196_608, 6 * 2**20), (1, 5, 1)):
+    chunks = layers.batch_chunks(n, b, c)
+    sizes = [hi - lo for lo, hi in chunks]
+    assert chunks[0][0] == 0 and chunks[-1][1] == n
+    assert all(a[1] == b_[0] for a, b_ in zip(chunks, chunks[1:]))
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_conv_module_equals_nn_conv():
+  """Same parameter tree, initial values, outputs and gradients as nn.Conv."""
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(3, 8, 8, 2)), jnp.float32)
+  for kwargs in (dict(features=5, kernel_size=(3, 3), strides=(2, 2), padding=((1, 1), (1, 1))),
+                 dict(features=4, kernel_size=(1, 1), strides=(2, 2), use_bias=False)):
+    ours, ref = layers.Conv(**kwargs), nn.Conv(**kwargs)
+    v_ours, v_ref = ours.init(jax.random.key(3), x), ref.init(jax.random.key(3), x)
+    assert jax.tree.structure(v_ours) == jax.tree.structure(v_ref)
+    for a, b in zip(jax.tree.leaves(v_ours), jax.tree.leaves(v_ref)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    y_ours, y_ref = ours.apply(v_ours, x), ref.apply(v_ref, x)
+    assert _rel_err(y_ours, y_ref) <= 1e-6
+    g_ours = jax.grad(lambda v: jnp.sum(ours.apply(v, x) ** 2))(v_ours)
+    g_ref = jax.grad(lambda v: jnp.sum(ref.apply(v, x) ** 2))(v_ref)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+      assert _rel_err(a, b) <= 1e-5
+
+
+def test_conv_transpose_kernel_gradient_in_chunks_float64(monkeypatch):
+  """The transposed conv's custom VJP with several kernel-gradient chunks == plain autodiff."""
+  monkeypatch.setattr(layers, "DW_CHUNK_BYTES", 2 * 4 * 4 * 3 * 8)   # 2 examples per chunk
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(5, 4, 4, 3)), jnp.float64)
+    k = jnp.asarray(rng.normal(size=(4, 4, 3, 9)), jnp.float64)
+    g = jnp.asarray(rng.normal(size=(5, 8, 8, 9)), jnp.float64)
+    _, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
+    _, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    for a, b in zip(vjp_fast(g), vjp_plain(g)):
+      assert _rel_err(a, b) <= 1e-6
 
 
 def test_plain_equals_flax_conv_transpose_and_torch_shape():

@@ -233,13 +233,13 @@ def test_train_step_lowers_the_loss_and_port_errors_are_clear(flax_and_twin):
   opt = tt.make_optimizer(twin, cfg.train)
   tb = tt.to_torch(r["batch"])
   twin.train()
-  first = float(tt.total_loss(twin(tb), tb, LAMBDAS)[0])
+  first = float(tt.total_loss(twin(tb), tb, LAMBDAS)[0].detach())
   for _ in range(3):
     opt.zero_grad()
     loss, _ = tt.total_loss(twin(tb), tb, LAMBDAS)
     loss.backward()
     opt.step()
-  assert float(tt.total_loss(twin(tb), tb, LAMBDAS)[0]) < first
+  assert float(tt.total_loss(twin(tb), tb, LAMBDAS)[0].detach()) < first
 
   bad = dict(r["variables"])
   bad["params"] = dict(bad["params"], extra={"kernel": np.zeros((2, 2))})

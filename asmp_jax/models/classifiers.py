@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asmp_jax.models.layers import batch_norm, max_pool_3x3s2
+from asmp_jax.models.layers import Conv, batch_norm, max_pool_3x3s2
 
 Array = jax.Array
 Dtype = Any
@@ -36,15 +36,15 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     s = (self.strides, self.strides)
-    y = nn.Conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name="conv1")(x)
+    y = Conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False,
+             dtype=self.dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
-    y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name="conv2")(y)
+    y = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+             dtype=self.dtype, name="conv2")(y)
     # Zero-init the last BN scale: each block starts as identity (Goyal et al. 2017).
     y = batch_norm(train, self.dtype, name="bn2", scale_init=nn.initializers.zeros)(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = nn.Conv(self.features, (1, 1), s, use_bias=False, dtype=self.dtype, name="proj")(x)
+      x = Conv(self.features, (1, 1), s, use_bias=False, dtype=self.dtype, name="proj")(x)
       x = batch_norm(train, self.dtype, name="proj_bn")(x)
     return nn.relu(x + y)
 
@@ -68,8 +68,8 @@ class ResNetBackbone(nn.Module):
     if x.ndim == 3:
       x = x[..., None]
     x = x.astype(self.dtype)
-    x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                dtype=self.dtype, name="stem")(x)
+    x = Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+             dtype=self.dtype, name="stem")(x)
     x = nn.relu(batch_norm(train, self.dtype, name="stem_bn")(x))
     x = max_pool_3x3s2(x)          # == nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))), fast VJP
     for stage, n_blocks in enumerate(self.blocks):

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from asmp_jax.models.layers import ConvTranspose4x4s2, batch_norm, leaky_relu_02
+from asmp_jax.models.layers import Conv, ConvTranspose4x4s2, batch_norm, leaky_relu_02
 
 Array = jax.Array
 Dtype = Any
@@ -82,8 +82,8 @@ class ConditionedUNet(nn.Module):
     x = spec[..., None].astype(self.dtype)
     skips = []
     for i, width in enumerate(widths):
-      x = nn.Conv(width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  name=f"down{i + 1}")(x)
+      x = Conv(width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+               name=f"down{i + 1}")(x)
       if i > 0 or self.first_layer_norm:
         x = batch_norm(train, self.dtype, name=f"down{i + 1}_bn")(x)
       x = leaky_relu_02(x)
