@@ -48,7 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   g.flow = "provider"  # provider (sidecar/RAFT files) | opencv (DIS on decoded frames)
   g.iou_threshold = 0.1  # gamma, context nodes (paper §4.1)
   g.min_context_score = 0.4  # public code
-  g.edge_mode = "chamfer"  # chamfer (ASMP) | equal (AVSGS) | multiscale (ablation)
+  # Stored edge weights: chamfer (ASMP) | equal (AVSGS). The multiscale-Chamfer ablation is a model
+  # switch on the chamfer data (model.graph_mode = "multiscale").
+  g.edge_mode = "chamfer"
   g.rbf_percentile = 25.0
   g.rectify = True  # LK + ICP rectification to the window's reference frame
   g.no_motion_thresholds = (0.02, 0.02, 0.1)  # (u/W, v/H, depth) per window, see graph.motion
@@ -71,7 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_dir_windows = 6
   m.cls_width = 64
   m.cls_blocks = (2, 2, 2, 2)
-  m.graph_mode = "asmp"  # asmp | equal (AVSGS) | single_node (Co-Separation) | no_vision
+  # asmp | equal (AVSGS) | multiscale (multiscale-Chamfer ablation) | single_node (Co-Separation)
+  # | no_vision (control). Paper ablations also: loss.lambda_dir = 0 (graph only),
+  # loss.lambda_cons = lambda_cyc = lambda_ortho = 0 (direction only).
+  m.graph_mode = "asmp"
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
 
   # ---------------------------------------------------------------- losses

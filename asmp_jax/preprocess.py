@@ -195,7 +195,8 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
                           f"frames {frames.shape}")
   if cfg.edge_mode not in ("chamfer", "equal"):
     raise PreprocessError(f"edge_mode {cfg.edge_mode!r}: the stored dense adjacency holds one "
-                          "weight per node pair ('chamfer' or 'equal')")
+                          "weight per node pair ('chamfer' or 'equal'); the multiscale-Chamfer ablation "
+                          "is config.model.graph_mode='multiscale' on chamfer data")
   l, nw, a_max = cfg.window_frames, cfg.num_windows, MAX_AUDITORY
   auditory_class_ids = np.asarray(auditory_class_ids, np.int32)
   sources = select_sources(dets, auditory_class_ids, a_max, cfg.min_auditory_score)

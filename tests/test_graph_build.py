@@ -246,3 +246,27 @@ def test_build_rejects_bad_arguments():
     graph.build_window_graph(depth, aud, ctx, bg, edge_mode="knn")
   with pytest.raises(ValueError, match="auditory_boxes"):
     graph.build_window_graph(depth, aud[:, :3], ctx, bg)
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_model_side_multiscale_matches_the_builders_forest(seed):
+  """graph_mode="multiscale" rebuilds the ablation's two scales from the stored chamfer weights."""
+  from asmp_jax.models import graph_encoder
+  depth, aud, ctx, bg = _scene(seed)
+  stored = graph.build_window_graph(depth, aud, ctx, bg, edge_mode="chamfer")
+  forest = graph.build_window_graph(depth, aud, ctx, bg, edge_mode="multiscale")
+  k = int(stored["n_node"])
+  # The dense layout the data use: [K*K] per graph, weight 0 = no edge; stored as float16.
+  adj = np.zeros((k, k), np.float16)
+  adj[stored["senders"], stored["receivers"]] = stored["edge_weight"]
+  ii, jj = np.nonzero(~np.eye(k, dtype=bool))
+  w16 = adj[ii, jj].astype(np.float32)
+  weights, masks = graph_encoder.multiscale_edge_weights(w16[None], (w16 > 0)[None])
+  weights, masks = np.asarray(weights)[:, 0], np.asarray(masks)[:, 0]
+  for scale in (0, 1):
+    sel = forest["edge_type"] == scale
+    want = np.zeros((k, k), np.float32)
+    want[forest["senders"][sel], forest["receivers"][sel]] = forest["edge_weight"][sel]
+    np.testing.assert_array_equal(masks[scale], want[ii, jj] > 0)
+    np.testing.assert_allclose(weights[scale], want[ii, jj], rtol=2e-2, atol=1e-4)
+  assert 0 < masks[0].sum() < masks[1].sum() == k * (k - 1)

@@ -351,3 +351,20 @@ def test_batch_shapes_and_eval_shape_init():
   # up1 sees the last encoder map (512 * 0.125 channels) and the embedding (16).
   assert abstract["params"]["unet"]["up1"]["kernel"].shape == (4, 4, 64 + 16, 64)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(abstract["params"]))
+
+
+def test_multiscale_mode_shares_the_asmp_parameters_and_uses_two_scales():
+  batch = _graph_batch(7)
+  model = models.create_model(dict(TINY, graph_mode="multiscale"))
+  params = _embed_params(model, batch)
+  asmp_params = _embed_params(models.create_model(TINY), batch)
+  assert jax.tree.structure(params) == jax.tree.structure(asmp_params)
+  out = np.asarray(_embed(model, params, batch)["embeddings"])
+  np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)
+  single = np.asarray(_embed(models.create_model(TINY), params, batch)["embeddings"])
+  assert not np.allclose(out, single, atol=1e-4)
+  # Only the ranking-free part of the weights matters: a monotone power of every weight (the
+  # same graph with another RBF scale) gives the same normalised distances, hence the same output.
+  rescaled = dict(batch, edge_weight=batch["edge_weight"] ** 3)
+  again = np.asarray(_embed(model, params, rescaled)["embeddings"])
+  np.testing.assert_allclose(again, out, rtol=1e-4, atol=1e-5)

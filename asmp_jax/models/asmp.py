@@ -24,6 +24,10 @@ Design choices (documented here once):
 * graph_mode (baselines as config variants):
   - ``"asmp"``: Chamfer-weighted GAT (weight in the attention logit) + EdgeConv (graph_encoder).
   - ``"equal"`` (AVSGS): same network, every valid edge weight replaced by 1.
+  - ``"multiscale"`` (the paper's multiscale-Chamfer ablation): the stored Chamfer weights are
+    turned into a "forest" of two thresholded graphs (`graph_encoder.multiscale_edge_weights`:
+    edges up to the median normalised distance, and all edges, each with its own RBF scale); the
+    same encoder runs on both and zeta is their mean. Same parameters as ``"asmp"``.
   - ``"single_node"`` (Co-Separation): no message passing and no GRU; slot ``i < S - 1`` is
     conditioned on the node-MLP feature of the ``i``-th valid auditory node (``node_type == 0``, in
     node order) and the last slot on the first valid background node (``node_type == 2``),
@@ -54,13 +58,13 @@ import jax
 import jax.numpy as jnp
 
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
-from asmp_jax.models.graph_encoder import GraphEncoder, NodeMLP
+from asmp_jax.models.graph_encoder import GraphEncoder, NodeMLP, multiscale_edge_weights
 from asmp_jax.models.layers import l2_normalize, resolve_dtype
 from asmp_jax.models.unet import ConditionedUNet
 
 Array = jax.Array
 
-GRAPH_MODES = ("asmp", "equal", "single_node", "no_vision")
+GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision")
 
 # Model inputs and their dtypes.
 BATCH_DTYPES: dict[str, Any] = {
@@ -294,6 +298,12 @@ class ASMP(nn.Module):
       return {"embeddings": l2_normalize(emb)}
     if sp.graph_mode == "no_vision":
       zeta = jnp.broadcast_to(self.zeta, batch["source_mask"].shape[:-1] + self.zeta.shape)
+    elif sp.graph_mode == "multiscale":
+      weights, masks = multiscale_edge_weights(batch["edge_weight"], batch["edge_mask"])
+      two = lambda x: jnp.broadcast_to(x, (2,) + x.shape)
+      zeta, _ = self.graph_encoder(two(feats), two(batch["node_mask"]), two(batch["senders"]),
+                                   two(batch["receivers"]), weights, masks)
+      zeta = jnp.mean(zeta, axis=0)
     else:
       zeta, _ = self.graph_encoder(feats, batch["node_mask"], batch["senders"],
                                    batch["receivers"], batch["edge_weight"], batch["edge_mask"])

@@ -109,6 +109,44 @@ def flatten_graphs(node_features: Array, node_mask: Array, senders: Array, recei
   )
 
 
+def multiscale_edge_weights(edge_weight: Array, edge_mask: Array) -> tuple[Array, Array]:
+  """The multiscale-Chamfer ablation's two edge sets, derived from the stored RBF weights.
+
+  The data store one Chamfer RBF weight per edge, ``w = exp(-Dn / s)`` with ``Dn`` the Chamfer
+  distance normalised by its maximum over the graph's edges (so ``max Dn = 1``) and ``s`` a
+  per-graph scale (`asmp_jax.graph.geometry.rbf_edge_weights`). Hence ``Dn = log w / log w_min``
+  with ``w_min`` the smallest weight of the graph, and the ablation's "forest of graphs" (paper
+  §4.3; `asmp_jax.graph.build.build_window_graph` with ``edge_mode="multiscale"``) follows without
+  rebuilding the data: scale 0 keeps the edges with ``Dn <= median(Dn)``, scale 1 keeps every
+  edge (the 100th percentile), and a kept edge of scale ``t`` with threshold ``tau_t`` weighs
+  ``exp(-Dn / tau_t^2)`` (``tau`` = 0 counts as 1), floored at float32's smallest normal number.
+  Edges whose stored weight underflowed to 0 (float16 storage) are absent in both scales.
+
+  Args:
+    edge_weight: ``[..., Ne]`` stored RBF weights in (0, 1].
+    edge_mask: ``[..., Ne]`` bool, valid edges.
+
+  Returns:
+    ``(weights, masks)``, each ``[2, ..., Ne]`` (scale 0, scale 1): float32 weights (0 where
+    dropped) and bool masks.
+  """
+  mask = edge_mask.astype(bool) & (edge_weight > 0)
+  w = jnp.where(mask, edge_weight.astype(jnp.float32), 1.0)
+  neg_log = -jnp.log(jnp.clip(w, jnp.finfo(jnp.float32).tiny, 1.0))
+  max_neg_log = jnp.max(jnp.where(mask, neg_log, 0.0), axis=-1, keepdims=True)
+  dn = jnp.where(max_neg_log > 0, neg_log / jnp.where(max_neg_log > 0, max_neg_log, 1.0), 0.0)
+  median = jnp.nanmedian(jnp.where(mask, dn, jnp.nan), axis=-1, keepdims=True)
+  median = jnp.where(jnp.isnan(median), 0.0, median)
+  weights, masks = [], []
+  for tau in (median, jnp.ones_like(median)):
+    keep = mask & (dn <= tau)
+    denom = jnp.where(tau > 0, tau * tau, 1.0)
+    wt = jnp.maximum(jnp.exp(-dn / denom), jnp.finfo(jnp.float32).tiny)
+    weights.append(jnp.where(keep, wt, 0.0))
+    masks.append(keep)
+  return jnp.stack(weights), jnp.stack(masks)
+
+
 class NodeMLP(nn.Module):
   """Linear(F -> hidden) -> LeakyReLU(0.2) -> Linear(-> out). ``[..., F] -> [..., out]``."""
   hidden: int
