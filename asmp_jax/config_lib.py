@@ -77,6 +77,12 @@ def base_config() -> ml_collections.ConfigDict:
   # | no_vision (control). Paper ablations also: loss.lambda_dir = 0 (graph only),
   # loss.lambda_cons = lambda_cyc = lambda_ortho = 0 (direction only).
   m.graph_mode = "asmp"
+  # Masked BatchNorm of the node features at the graph input (standardises each feature
+  # dimension over the batch's valid nodes; the running statistics serve inference).
+  m.node_batch_norm = False
+  # Factor on the unit conditioning vectors where the U-Net tiles them (sqrt(embed_dim) gives
+  # them unit RMS per channel, like the BatchNormed bottleneck channels beside them).
+  m.unet_cond_scale = 1.0
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
 
   # ---------------------------------------------------------------- losses

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import json
 import statistics
 import time
 
@@ -68,7 +69,8 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   }
 
 
-def time_train_step(config, batch_size: int, steps: int):
+def compile_train_step(config, batch_size: int):
+  """Compiles the donated train step on a random batch; returns (step, state, batch, info)."""
   mesh = train.make_mesh()
   data = NamedSharding(mesh, P("data"))
   repl = NamedSharding(mesh, P())
@@ -90,14 +92,24 @@ def time_train_step(config, batch_size: int, steps: int):
   flops = float(cost.get("flops", float("nan"))) * jax.device_count() if cost else float("nan")
   state, m = compiled(state, batch)  # warm-up
   jax.block_until_ready(m)
+  return compiled, state, batch, {"params": n_params, "compile_s": compile_s, "flops": flops}
+
+
+def timed_step(compiled, state, batch):
+  """Runs one step; returns (new state, seconds)."""
+  t0 = time.perf_counter()
+  state, m = compiled(state, batch)
+  jax.block_until_ready(m)
+  return state, time.perf_counter() - t0
+
+
+def time_train_step(config, batch_size: int, steps: int):
+  compiled, state, batch, info = compile_train_step(config, batch_size)
   times = []
   for _ in range(steps):
-    t0 = time.perf_counter()
-    state, m = compiled(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return {"params": n_params, "compile_s": compile_s, "median_s": statistics.median(times),
-          "flops": flops}
+    state, dt = timed_step(compiled, state, batch)
+    times.append(dt)
+  return dict(info, median_s=statistics.median(times))
 
 
 def time_pipeline(config, data_dir: str, batch_size: int, batches: int) -> float:
@@ -130,6 +142,7 @@ def main():
   parser.add_argument("--pipeline_batches", type=int, default=50)
   parser.add_argument("--pipeline_only", action="store_true", help="skip the train step")
   parser.add_argument("--dtype", default="", help="override config.model.dtype (bfloat16|float32)")
+  parser.add_argument("--json", action="store_true", help="print one JSON line (for scripts)")
   args = parser.parse_args()
   config = load_config(args.config)
   if args.pipeline_data_dir:
@@ -145,6 +158,10 @@ def main():
   if args.dtype:
     config.model.dtype = args.dtype
   r = time_train_step(config, args.batch, args.steps)
+  if args.json:
+    print(json.dumps(dict(r, devices=jax.device_count(), batch=args.batch, steps=args.steps,
+                          dtype=config.model.dtype)))
+    return
   print(f"config {args.config}  dtype {config.model.dtype}  batch {args.batch}  "
         f"devices {jax.device_count()} "
         f"({jax.devices()[0].device_kind})")

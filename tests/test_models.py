@@ -368,3 +368,49 @@ def test_multiscale_mode_shares_the_asmp_parameters_and_uses_two_scales():
   rescaled = dict(batch, edge_weight=batch["edge_weight"] ** 3)
   again = np.asarray(_embed(model, params, rescaled)["embeddings"])
   np.testing.assert_allclose(again, out, rtol=1e-4, atol=1e-5)
+
+
+def test_node_batch_norm_uses_valid_nodes_only_and_padding_changes_nothing():
+  model = models.create_model(dict(TINY, node_batch_norm=True))
+  batch = _graph_batch(11)
+  variables = _jit_init(model, batch, method=asmp.ASMP.embed)
+  assert "node_norm" in variables["batch_stats"]
+  run = _FastJit(lambda v, b: model.apply(v, b, True, method=asmp.ASMP.embed,
+                                          mutable=["batch_stats"]))
+  out, upd = run(variables, batch)
+  padded_out, padded_upd = run(variables, _pad_more(batch, 2))
+  for key in ("embeddings", "graph_embedding"):
+    np.testing.assert_allclose(np.asarray(padded_out[key]), np.asarray(out[key]), rtol=1e-4,
+                               atol=1e-5)
+  # Running statistics after one step (momentum 0.9, from mean 0 / var 1): the valid nodes' own.
+  valid = batch["node_features"][batch["node_mask"]]
+  stats = upd["batch_stats"]["node_norm"]
+  np.testing.assert_allclose(np.asarray(stats["mean"]), 0.1 * valid.mean(0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(stats["var"]), 0.9 + 0.1 * valid.var(0), rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(padded_upd["batch_stats"]["node_norm"]["mean"]),
+                             np.asarray(stats["mean"]), rtol=1e-5, atol=1e-6)
+  # Inference (train=False) normalises with the running statistics: features shifted by the
+  # running mean and scaled by the running std give the same embeddings as standard ones would.
+  ev = _FastJit(lambda v, b: model.apply(v, b, method=asmp.ASMP.embed))
+  shifted = dict(batch, node_features=(batch["node_features"] * 3.0 + 2.0).astype(np.float32))
+  eval_vars = {"params": variables["params"], "batch_stats": {"node_norm": {
+      "mean": jnp.full((F,), 2.0), "var": jnp.full((F,), 9.0)}}}
+  unit_vars = {"params": variables["params"], "batch_stats": {"node_norm": {
+      "mean": jnp.zeros((F,)), "var": jnp.ones((F,))}}}
+  np.testing.assert_allclose(np.asarray(ev(eval_vars, shifted)["embeddings"]),
+                             np.asarray(ev(unit_vars, batch)["embeddings"]), rtol=1e-3, atol=1e-4)
+
+
+def test_unet_cond_scale_multiplies_the_conditioning(train_step_result):
+  rng = np.random.default_rng(8)
+  spec = rng.normal(size=(2, H, H)).astype(np.float32) * 3
+  cond = rng.normal(size=(2, 3, 16)).astype(np.float32)
+  variables = {c: train_step_result["variables"][c]["unet"] for c in ("params", "batch_stats")}
+  scaled = unet.ConditionedUNet(0.125, cond_scale=7.0)
+  plain = unet.ConditionedUNet(0.125)
+  a = _FastJit(lambda v, s, c: scaled.apply(v, s, c, False))(variables, spec, cond)
+  b = _FastJit(lambda v, s, c: plain.apply(v, s, c, False))(variables, spec, cond * 7.0)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  c = _FastJit(lambda v, s, c: plain.apply(v, s, c, False))(variables, spec, cond)
+  assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4

@@ -84,7 +84,8 @@ _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads
                       "num_direction_classes", "dir_window_cols", "dir_window_stride",
                       "num_dir_windows", "cls_width")
 # Keys read with their `ModelSpec` default when the config lacks them.
-OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots")
+OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots",
+                 "node_batch_norm", "unet_cond_scale")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -114,6 +115,8 @@ class ModelSpec:
   conv_transpose_impl: str = "custom"
   sep_log_eps: float = 1e-4
   compact_slots: bool = True
+  node_batch_norm: bool = False
+  unet_cond_scale: float = 1.0
 
 
 def _lookup(cfg: Any, key: str) -> Any:
@@ -270,6 +273,8 @@ class ASMP(nn.Module):
   def setup(self) -> None:
     sp = self.spec
     dtype = resolve_dtype(sp.dtype)
+    if sp.node_batch_norm:
+      self.node_norm = nn.BatchNorm(momentum=0.9, epsilon=1e-5, name="node_norm")
     if sp.graph_mode == "single_node":
       self.node_mlp = NodeMLP(sp.node_hidden, sp.embed_dim, dtype=dtype)
     elif sp.graph_mode == "no_vision":
@@ -281,17 +286,21 @@ class ASMP(nn.Module):
                                         equal_weights=sp.graph_mode == "equal", dtype=dtype)
       self.slot_gru = SlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
     self.unet = ConditionedUNet(sp.unet_width_mult, sp.unet_first_layer_norm,
-                                sp.conv_transpose_impl, dtype=dtype)
+                                sp.conv_transpose_impl, float(sp.unet_cond_scale), dtype=dtype)
     self.consistency = ConsistencyClassifier(sp.num_classes, sp.cls_width, sp.cls_blocks,
                                              dtype=dtype)
     self.direction = DirectionClassifier(sp.num_direction_classes, sp.dir_window_cols,
                                          sp.dir_window_stride, sp.num_dir_windows, sp.cls_width,
                                          sp.cls_blocks, dtype=dtype)
 
-  def embed(self, batch: Mapping[str, Array]) -> dict[str, Array]:
+  def embed(self, batch: Mapping[str, Array], train: bool = False) -> dict[str, Array]:
     """Scene graphs -> unit embeddings ``[B, U, S, E]`` (and ``graph_embedding`` zeta)."""
     sp = self.spec
     feats = batch["node_features"].astype(jnp.float32)
+    if sp.node_batch_norm:
+      feats = self.node_norm(feats, use_running_average=not train,
+                             mask=batch["node_mask"].astype(bool)[..., None])
+      feats = jnp.where(batch["node_mask"].astype(bool)[..., None], feats, 0.0)
     if sp.graph_mode == "single_node":
       node_embed = self.node_mlp(feats).astype(jnp.float32)
       emb = select_slot_nodes(node_embed, batch["node_mask"], batch["node_type"], sp.num_slots)
@@ -321,7 +330,7 @@ class ASMP(nn.Module):
     mix = batch["mix_log_mag"].astype(jnp.float32)
     b, h, w = mix.shape
     u, s, e = sp.num_videos, sp.num_slots, sp.embed_dim
-    out = self.embed(batch)
+    out = self.embed(batch, train)
     emb = out["embeddings"]
     masks = self.separate(mix, emb.reshape(b, u * s, e), train).reshape(b, u, s, h, w)
     out["masks"] = masks

@@ -48,11 +48,15 @@ class ConditionedUNet(nn.Module):
     width_mult: scales every width (1.0 = paper; 0.125 for tiny configs).
     first_layer_norm: BatchNorm after the first encoder conv (Co-Separation public code: yes).
     conv_impl: ``"custom"`` (fast kernel gradient) or ``"plain"`` transposed convolutions.
+    cond_scale: factor on the conditioning vectors where they are tiled (1.0: the unit vectors
+      as they are; ``sqrt(E)`` gives them unit RMS per channel, like the BatchNormed encoder
+      channels they are concatenated to).
     dtype: compute dtype; the returned masks are float32.
   """
   width_mult: float = 1.0
   first_layer_norm: bool = True
   conv_impl: str = "custom"
+  cond_scale: float = 1.0
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -92,7 +96,7 @@ class ConditionedUNet(nn.Module):
     # Bottleneck: conditioning tiled over the last grid.
     c = cond.shape[1]
     bottom = skips[-1]
-    tiled = jnp.broadcast_to(cond[:, :, None, None, :].astype(self.dtype),
+    tiled = jnp.broadcast_to((cond[:, :, None, None, :] * self.cond_scale).astype(self.dtype),
                              (b, c) + bottom.shape[2:4] + (cond.shape[-1],))
     up_widths = tuple(reversed(widths[:-1])) + (1,)  # 512, 512, 512, 256, 128, 64, 1
     y = None
