@@ -171,6 +171,14 @@ def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
   return data, int(sr)
 
 
+def _require_decoder(path: str, stream: Any) -> None:
+  """Raises MediaError if FFmpeg has no decoder for ``stream`` (PyAV leaves codec_context None)."""
+  if stream.codec_context is None:
+    tag = getattr(stream, "codec_tag", None) or "unknown"
+    raise MediaError(path, f"the {stream.type} stream's codec (tag {tag!r}) is not one this "
+                     "FFmpeg build can decode")
+
+
 def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
   """Decodes the first audio stream with PyAV. Returns ([L, C] float32, sr)."""
   with _open_input(path) as container:
@@ -178,6 +186,7 @@ def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
       kinds = ", ".join(s.type for s in container.streams) or "none"
       raise MediaError(path, f"no audio stream in the container (streams: {kinds})")
     stream = container.streams.audio[0]
+    _require_decoder(path, stream)
     sr = int(stream.codec_context.sample_rate or stream.rate or 0)
     if sr <= 0:
       raise MediaError(path, "audio stream has no sample rate")
@@ -396,6 +405,7 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
       kinds = ", ".join(s.type for s in container.streams) or "none"
       raise MediaError(path, f"no video stream in the container (streams: {kinds})")
     stream = container.streams.video[0]
+    _require_decoder(path, stream)
     fps = _stream_fps(stream)
     try:
       for frame in container.decode(stream):
@@ -557,6 +567,8 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
   with _open_input(path) as container:
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
+    vcc = video.codec_context if video is not None else None  # None: no decoder for the codec
+    acc = audio.codec_context if audio is not None else None
     if container.duration is not None:
       duration = container.duration / av.time_base
     else:
@@ -568,11 +580,11 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "duration": float(duration),
         "fps": _stream_fps(video) if video is not None else None,
-        "width": int(video.codec_context.width) if video is not None else None,
-        "height": int(video.codec_context.height) if video is not None else None,
+        "width": int(vcc.width) if vcc is not None else None,
+        "height": int(vcc.height) if vcc is not None else None,
         "num_frames": int(video.frames) if video is not None else None,
         "has_video": video is not None,
         "has_audio": audio is not None,
-        "audio_sample_rate": int(audio.codec_context.sample_rate) if audio is not None else None,
-        "audio_channels": int(audio.codec_context.channels) if audio is not None else None,
+        "audio_sample_rate": int(acc.sample_rate) if acc is not None else None,
+        "audio_channels": int(acc.channels) if acc is not None else None,
     }

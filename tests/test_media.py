@@ -324,3 +324,18 @@ def test_media_error_is_value_error():
   err = media.MediaError("/x/y.wav", "multi\nline   problem")
   assert isinstance(err, ValueError)
   assert str(err) == "/x/y.wav: multi line problem"
+
+
+def test_audio_codec_without_decoder_is_a_media_error(tmp_path):
+  """A WAV whose format tag (0x1234) names no codec: PyAV opens it with no decoder."""
+  import struct  # pylint: disable=g-import-not-at-top
+  pcm = (np.random.default_rng(0).normal(size=800) * 1000).astype("<i2").tobytes()
+  fmt = struct.pack("<HHIIHH", 0x1234, 1, 8000, 16000, 2, 16)
+  body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data"
+          + struct.pack("<I", len(pcm)) + pcm)
+  path = tmp_path / "unknown_codec.wav"
+  path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+  with pytest.raises(media.MediaError, match="codec .* not one this FFmpeg build can decode"):
+    media.load_audio(str(path))
+  info = media.probe(str(path))
+  assert info["has_audio"] and info["audio_sample_rate"] is None
