@@ -74,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.cls_width = 64
   m.cls_blocks = (2, 2, 2, 2)
   # asmp | equal (AVSGS) | multiscale (multiscale-Chamfer ablation) | single_node (Co-Separation)
-  # | no_vision (control). Paper ablations also: loss.lambda_dir = 0 (graph only),
+  # | no_vision (control) | class_label (audio-only, conditioned on the true class labels).
+  # Paper ablations also: loss.lambda_dir = 0 (graph only),
   # loss.lambda_cons = lambda_cyc = lambda_ortho = 0 (direction only).
   m.graph_mode = "asmp"
   # Masked BatchNorm of the node features at the graph input (standardises each feature

@@ -629,6 +629,10 @@ class Separator:
       self.model = asmp_model.create_model(config.model)
     except ValueError as e:
       raise InferenceError(f"invalid model config: {e}") from e
+    if config.model.get("graph_mode") == "class_label":
+      raise InferenceError("this checkpoint is the audio-only class_label baseline: it is "
+                           "conditioned on ground-truth class labels, not on video, and cannot "
+                           "separate unlabelled videos")
     self.config = config
     self.variables = variables
     self.meta = dict(dataset_meta or {})

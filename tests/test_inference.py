@@ -4,6 +4,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -234,6 +235,12 @@ def test_missing_and_mismatched_checkpoints_are_refused(trained_tiny_workdir, tm
     json.dump(config, f)
   with pytest.raises(inference.InferenceError, match="does not match config.json"):
     inference.Separator.from_checkpoint(str(other))
+  # The audio-only baseline needs ground-truth labels: refused for video files.
+  with open(workdir + "/config.json") as f:
+    config = json.load(f)
+  config["model"]["graph_mode"] = "class_label"
+  with pytest.raises(inference.InferenceError, match="class_label baseline"):
+    inference.Separator(ml_collections.ConfigDict(config), {})
 
 
 @pytest.mark.slow

@@ -414,3 +414,22 @@ def test_unet_cond_scale_multiplies_the_conditioning(train_step_result):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   c = _FastJit(lambda v, s, c: plain.apply(v, s, c, False))(variables, spec, cond)
   assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4
+
+
+def test_class_label_mode_conditions_on_the_labels_only():
+  model = models.create_model(dict(TINY, graph_mode="class_label"))
+  batch = _graph_batch(12)
+  labels = np.array([[[0, 1, 4], [2, 3, 4]], [[1, 0, 4], [0, 0, 4]]], np.int32)
+  batch["class_labels"] = labels
+  params = _embed_params(model, batch)
+  assert set(params) == {"class_embed"}
+  emb = np.asarray(_embed(model, params, batch)["embeddings"])
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, rtol=1e-5)
+  other = dict(batch, node_features=batch["node_features"] * -2.0 + 5.0)
+  np.testing.assert_allclose(np.asarray(_embed(model, params, other)["embeddings"]), emb)
+  np.testing.assert_allclose(emb[0, 0, 0], emb[1, 0, 1])  # same label (0), same embedding
+  assert not np.allclose(emb[0, 0, 0], emb[0, 0, 1])
+  del batch["class_labels"]
+  with pytest.raises(ValueError, match="class_labels"):
+    jax.eval_shape(lambda p, b: model.apply({"params": p}, b, method=asmp.ASMP.embed), params,
+                   batch)

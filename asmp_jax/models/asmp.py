@@ -37,6 +37,11 @@ Design choices (documented here once):
     features amounts to (the encoder output then depends on its biases only), without its
     degenerate start: with zero features and Flax's zero bias init every embedding would be the
     zero vector, where the gradient of unit normalisation is ~1/eps (1e6).
+  - ``"class_label"`` (audio-only, class-conditioned baseline): no visual input; each slot is
+    conditioned on a learned, unit-normalised embedding of its ground-truth class label
+    (``batch["class_labels"]``, background included). It needs the labels, so it is an
+    evaluation baseline (how far does knowing *which classes* sound get you without seeing
+    *where* they are), not a model for separating unlabelled videos.
 * The U-Net encodes each mixture once and decodes ``U * S`` conditionings (see unet.py).
 * Invalid slots are computed like valid ones (static shapes) and masked in the losses; they do
   take part in the decoder's and classifiers' BatchNorm statistics.
@@ -64,7 +69,7 @@ from asmp_jax.models.unet import ConditionedUNet
 
 Array = jax.Array
 
-GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision")
+GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision", "class_label")
 
 # Model inputs and their dtypes.
 BATCH_DTYPES: dict[str, Any] = {
@@ -277,6 +282,8 @@ class ASMP(nn.Module):
       self.node_norm = nn.BatchNorm(momentum=0.9, epsilon=1e-5, name="node_norm")
     if sp.graph_mode == "single_node":
       self.node_mlp = NodeMLP(sp.node_hidden, sp.embed_dim, dtype=dtype)
+    elif sp.graph_mode == "class_label":
+      self.class_embed = nn.Embed(sp.num_classes, sp.embed_dim, name="class_embed")
     elif sp.graph_mode == "no_vision":
       self.zeta = self.param("zeta", nn.initializers.normal(1.0), (2 * sp.edgeconv_dim,))
       self.slot_gru = SlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
@@ -296,6 +303,12 @@ class ASMP(nn.Module):
   def embed(self, batch: Mapping[str, Array], train: bool = False) -> dict[str, Array]:
     """Scene graphs -> unit embeddings ``[B, U, S, E]`` (and ``graph_embedding`` zeta)."""
     sp = self.spec
+    if sp.graph_mode == "class_label":
+      if "class_labels" not in batch:
+        raise ValueError("graph_mode 'class_label' conditions on batch['class_labels'] [B, U, S] "
+                         "(an evaluation baseline); this batch has none")
+      labels = jnp.clip(batch["class_labels"].astype(jnp.int32), 0, sp.num_classes - 1)
+      return {"embeddings": l2_normalize(self.class_embed(labels).astype(jnp.float32))}
     feats = batch["node_features"].astype(jnp.float32)
     if sp.node_batch_norm:
       feats = self.node_norm(feats, use_running_average=not train,
