@@ -1,0 +1,107 @@
+"""The synthetic benchmark table: trains and evaluates each variant, prints a markdown table.
+
+Every variant is `configs/synthetic.py` plus config overrides (README, "variants"), trained and
+evaluated by ``launch.py`` in ``<root>/<variant>`` (an existing finished workdir is only
+re-read; an interrupted one resumes). The mixture and oracle rows come from the evaluation of
+the first variant (they do not depend on the model). Wall time is that of the ``launch.py``
+process on this machine (training + evaluation, data set already built).
+
+  python bench/synthetic_results.py --root=runs/table                      # all variants
+  python bench/synthetic_results.py --root=runs/table --variants=asmp,no_vision
+  python bench/synthetic_results.py --root=runs/table --summarize_only     # table from workdirs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+VARIANTS = {
+    "asmp": ("ASMP (graph + motion)", []),
+    "graph_only": ("ASMP, only 2.5D graph (λ4 = 0)", ["--config.loss.lambda_dir=0"]),
+    "multiscale": ("ASMP, multiscale Chamfer", ["--config.model.graph_mode=multiscale"]),
+    "avsgs": ("AVSGS (equal edge weights)", ["--config.model.graph_mode=equal"]),
+    "cosep": ("Co-Separation (single node)", ["--config.model.graph_mode=single_node"]),
+    "no_vision": ("control: no vision", ["--config.model.graph_mode=no_vision"]),
+    "class_label": ("audio-only, true class labels", ["--config.model.graph_mode=class_label"]),
+    "asmp_dir28": ("ASMP, 28 direction classes", ["--config.model.num_direction_classes=28"]),
+}
+
+
+def run_variant(root: pathlib.Path, name: str, extra: list[str]) -> None:
+  workdir = root / name
+  if (workdir / "eval_test.json").exists():
+    print(f"{name}: finished before, reading {workdir}", flush=True)
+    return
+  cmd = [sys.executable, str(REPO / "launch.py"), "--config=" + str(REPO / "configs/synthetic.py"),
+         f"--workdir={workdir}"] + VARIANTS[name][1] + extra
+  print("running:", " ".join(cmd), flush=True)
+  t0 = time.time()
+  subprocess.run(cmd, check=True)
+  elapsed = time.time() - t0
+  (workdir / "wall_time_s.json").write_text(json.dumps({"launch_wall_time_s": elapsed}))
+
+
+def fmt(x) -> str:
+  return "—" if x is None else f"{x:.2f}"
+
+
+def summarize(root: pathlib.Path, names: list[str]) -> None:
+  rows, floor = [], None
+  for name in names:
+    path = root / name / "eval_test.json"
+    if not path.exists():
+      print(f"{name}: no {path}", file=sys.stderr)
+      continue
+    r = json.loads(path.read_text())
+    floor = floor or r
+    cfg = json.loads((root / name / "config.json").read_text())
+    wall = root / name / "wall_time_s.json"
+    wall_s = json.loads(wall.read_text())["launch_wall_time_s"] if wall.exists() else None
+    ndir = cfg["model"]["num_direction_classes"]
+    rows.append((VARIANTS[name][0], r["model"], r.get(f"direction_accuracy_{ndir}"),
+                 r.get(f"majority_vote_{ndir}"), ndir, cfg["train"]["num_train_steps"], cfg["seed"],
+                 wall_s))
+  if floor is None:
+    sys.exit("no finished variant")
+  print(f"\ntest split, {floor['num_pairs']} fixed pairs, whole clips, hop "
+        f"{floor['window_hop_s']} s; BSS Eval v3 (dB, mean over sources)\n")
+  print("| method | SDR | SIR | SAR | direction acc. (classes) | majority vote | steps | seed |"
+        " wall time |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for key, label in (("mixture", "mixture (input as estimate)"),
+                     ("oracle_ibm", "oracle ideal binary mask"),
+                     ("oracle_irm", "oracle ideal ratio mask")):
+    m = floor[key]
+    print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | | | | | |")
+  for label, m, acc, maj, ndir, steps, seed, wall_s in rows:
+    wall_txt = "—" if wall_s is None else f"{wall_s / 60:.0f} min"
+    print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | "
+          f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} |")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--root", default="runs/table")
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--summarize_only", action="store_true")
+  parser.add_argument("--extra", default="", help="overrides for every variant, space-separated")
+  args = parser.parse_args()
+  names = [v for v in args.variants.split(",") if v]
+  unknown = [v for v in names if v not in VARIANTS]
+  if unknown:
+    sys.exit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+  root = pathlib.Path(args.root)
+  if not args.summarize_only:
+    for name in names:
+      run_variant(root, name, args.extra.split())
+  summarize(root, names)
+
+
+if __name__ == "__main__":
+  main()
