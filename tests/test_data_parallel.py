@@ -28,9 +28,13 @@ def test_one_vs_four_devices(tmp_path):
   # The gradient is the same up to float32 reduction order.
   g1, g4 = one["grads"], four["grads"]
   assert np.abs(g1 - g4).max() <= 1e-4 * np.abs(g1).max(), np.abs(g1 - g4).max()
-  # BatchNorm statistics are global-batch statistics on both (not per-device ones).
-  bs1, bs4 = one["batch_stats"], four["batch_stats"]
-  assert np.abs(bs1 - bs4).max() <= 1e-4 * np.abs(bs1).max(), np.abs(bs1 - bs4).max()
+  # BatchNorm statistics are global-batch statistics on both (not per-device ones). Compared after
+  # the first step, where they depend only on the shared initial parameters and the batch: after
+  # the second, the two runs' parameters already differ by up to 2 * lr in coordinates whose
+  # gradient is zero up to rounding (see below), which moves the statistics by ~1e-4.
+  bs1, bs4, names = one["batch_stats1"], four["batch_stats1"], one["batch_stat_names"]
+  worst = np.argmax(np.abs(bs1 - bs4))
+  assert np.abs(bs1 - bs4).max() <= 1e-5 * np.abs(bs1).max(), (names[worst], bs1[worst], bs4[worst])
   # The first Adam update: Adam normalises each coordinate, so a gradient that is zero up to
   # rounding may move by +-lr on either run; every other coordinate moves identically.
   big = np.abs(g1) > 1e-3 * np.abs(g1).max()
