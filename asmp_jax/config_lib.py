@@ -84,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Factor on the unit conditioning vectors where the U-Net tiles them (sqrt(embed_dim) gives
   # them unit RMS per channel, like the BatchNormed bottleneck channels beside them).
   m.unet_cond_scale = 1.0
+  # U-Net normalisation: "batch" (paper) | "group" (GroupNorm: each mask independent of the rest
+  # of the batch, the same in training and inference).
+  m.unet_norm = "batch"
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
 
   # ---------------------------------------------------------------- losses

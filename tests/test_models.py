@@ -335,6 +335,8 @@ def test_config_validation_names_the_key():
     models.create_model(dict(TINY, edgeconv_dim=12))
   with pytest.raises(ValueError, match="config.model.dtype"):
     models.create_model(dict(TINY, dtype="float8"))
+  with pytest.raises(ValueError, match="config.model.unet_norm"):
+    models.create_model(dict(TINY, unet_norm="layer"))
   # ConfigDict input (as the trainer passes config.model), optional keys defaulted.
   model = models.create_model(ml_collections.ConfigDict(TINY))
   assert model.spec == models.ModelSpec(**TINY)
@@ -433,3 +435,33 @@ def test_class_label_mode_conditions_on_the_labels_only():
   with pytest.raises(ValueError, match="class_labels"):
     jax.eval_shape(lambda p, b: model.apply({"params": p}, b, method=asmp.ASMP.embed), params,
                    batch)
+
+
+def test_unet_group_norm_masks_depend_on_their_own_mixture_only():
+  """With GroupNorm each mask is a function of its mixture and conditioning alone: the same in
+  training and inference mode, whatever else is in the batch; BatchNorm's are not."""
+  rng = np.random.default_rng(9)
+  spec = rng.normal(size=(3, H, H)).astype(np.float32) * 3
+  cond = rng.normal(size=(3, 2, 16)).astype(np.float32)
+  group = unet.ConditionedUNet(0.125, norm="group")
+  variables = group.init(jax.random.key(0), spec[:1], cond[:1], False)
+  assert "batch_stats" not in variables
+  assert any(k.endswith("_gn") for k in variables["params"])
+  run = _FastJit(lambda v, s, c: group.apply(v, s, c, True))
+  whole = np.asarray(run(variables, spec, cond))
+  alone = np.asarray(run(variables, spec[:1], cond[:1]))
+  np.testing.assert_allclose(whole[:1], alone, rtol=1e-5, atol=1e-6)
+  infer = np.asarray(_FastJit(lambda v, s, c: group.apply(v, s, c, False))(variables, spec, cond))
+  np.testing.assert_allclose(infer, whole, rtol=1e-5, atol=1e-6)
+  # The first conditioning's mask does not change when the second one does.
+  other = cond.copy()
+  other[:, 1] = rng.normal(size=(3, 16))
+  moved = np.asarray(run(variables, spec, other))
+  np.testing.assert_allclose(moved[:, 0], whole[:, 0], rtol=1e-5, atol=1e-6)
+  assert np.abs(moved[:, 1] - whole[:, 1]).max() > 1e-4
+  # Control: in training mode BatchNorm couples the examples of a batch.
+  batch = unet.ConditionedUNet(0.125)
+  bvars = batch.init(jax.random.key(0), spec[:1], cond[:1], False)
+  brun = _FastJit(lambda v, s, c: batch.apply(v, s, c, True, mutable=["batch_stats"])[0])
+  assert np.abs(np.asarray(brun(bvars, spec, cond))[:1]
+                - np.asarray(brun(bvars, spec[:1], cond[:1]))).max() > 1e-4

@@ -90,7 +90,7 @@ _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads
                       "num_dir_windows", "cls_width")
 # Keys read with their `ModelSpec` default when the config lacks them.
 OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots",
-                 "node_batch_norm", "unet_cond_scale")
+                 "node_batch_norm", "unet_cond_scale", "unet_norm")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -122,6 +122,7 @@ class ModelSpec:
   compact_slots: bool = True
   node_batch_norm: bool = False
   unet_cond_scale: float = 1.0
+  unet_norm: str = "batch"
 
 
 def _lookup(cfg: Any, key: str) -> Any:
@@ -171,6 +172,9 @@ def spec_from_config(model_config: Any) -> ModelSpec:
     raise ValueError(f"config.model.graph_mode must be one of {GRAPH_MODES}, got "
                      f"{values['graph_mode']!r}")
   resolve_dtype(values["dtype"])  # raises naming config.model.dtype
+  if values.get("unet_norm", "batch") not in ("batch", "group"):
+    raise ValueError("config.model.unet_norm must be 'batch' or 'group', got "
+                     f"{values['unet_norm']!r}")
   if values.get("conv_transpose_impl", "custom") not in ("custom", "plain"):
     raise ValueError("config.model.conv_transpose_impl must be 'custom' or 'plain', got "
                      f"{values['conv_transpose_impl']!r}")
@@ -293,7 +297,8 @@ class ASMP(nn.Module):
                                         equal_weights=sp.graph_mode == "equal", dtype=dtype)
       self.slot_gru = SlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
     self.unet = ConditionedUNet(sp.unet_width_mult, sp.unet_first_layer_norm,
-                                sp.conv_transpose_impl, float(sp.unet_cond_scale), dtype=dtype)
+                                sp.conv_transpose_impl, float(sp.unet_cond_scale), sp.unet_norm,
+                                dtype=dtype)
     self.consistency = ConsistencyClassifier(sp.num_classes, sp.cls_width, sp.cls_blocks,
                                              dtype=dtype)
     self.direction = DirectionClassifier(sp.num_direction_classes, sp.dir_window_cols,

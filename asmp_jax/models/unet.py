@@ -17,9 +17,16 @@ re-encodes the mixture every time. Beyond that, a decoder layer's input is
 channels, so `ConvTranspose4x4s2` convolves the skip part once per mixture and broadcasts it: the
 result is identical to convolving the concatenation (same parameters), with roughly half the
 decoder FLOPs. BatchNorm statistics in the decoder are over all ``B * C`` decoded maps.
+
+Normalisation (``norm``): ``"batch"`` (the paper's BatchNorm) or ``"group"`` (GroupNorm, up to 32
+groups, statistics of each decoded map alone). With BatchNorm a mask depends in training on the
+other mixtures and conditionings of the batch (the decoder subtracts their mean), in inference on
+the running statistics instead; with GroupNorm a mask depends on its own mixture and conditioning
+only, identically in training and inference.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -51,13 +58,25 @@ class ConditionedUNet(nn.Module):
     cond_scale: factor on the conditioning vectors where they are tiled (1.0: the unit vectors
       as they are; ``sqrt(E)`` gives them unit RMS per channel, like the BatchNormed encoder
       channels they are concatenated to).
+    norm: ``"batch"`` (BatchNorm, as the paper) or ``"group"`` (GroupNorm; module docstring).
     dtype: compute dtype; the returned masks are float32.
   """
   width_mult: float = 1.0
   first_layer_norm: bool = True
   conv_impl: str = "custom"
   cond_scale: float = 1.0
+  norm: str = "batch"
   dtype: Dtype = jnp.float32
+
+  def _norm(self, x: Array, train: bool, name: str) -> Array:
+    if self.norm == "batch":
+      return batch_norm(train, self.dtype, name=f"{name}_bn")(x)
+    # GroupNorm over the spatial axes and channel groups of each map: flatten [B, (C,) h, w, f].
+    lead, feats = x.shape[:-3], x.shape[-1]
+    groups = math.gcd(feats, 32)
+    y = nn.GroupNorm(num_groups=groups, epsilon=1e-5, dtype=self.dtype, name=f"{name}_gn")(
+        x.reshape((-1,) + x.shape[-3:]))
+    return y.reshape(lead + y.shape[1:])
 
   @nn.compact
   def __call__(self, spec: Array, cond: Array, train: bool) -> Array:
@@ -76,6 +95,8 @@ class ConditionedUNet(nn.Module):
     if cond.ndim != 3 or cond.shape[0] != spec.shape[0]:
       raise ValueError(f"ConditionedUNet: cond must be [B, C, E] with B={spec.shape[0]}, got "
                        f"{cond.shape}")
+    if self.norm not in ("batch", "group"):
+      raise ValueError(f"config.model.unet_norm must be 'batch' or 'group', got {self.norm!r}")
     b, h, w = spec.shape
     n_layers = len(BASE_WIDTHS)
     if h % (2**n_layers) or w % (2**n_layers):
@@ -89,7 +110,7 @@ class ConditionedUNet(nn.Module):
       x = Conv(width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                name=f"down{i + 1}")(x)
       if i > 0 or self.first_layer_norm:
-        x = batch_norm(train, self.dtype, name=f"down{i + 1}_bn")(x)
+        x = self._norm(x, train, f"down{i + 1}")
       x = leaky_relu_02(x)
       skips.append(x[:, None])                      # [B, 1, h, w, c]: shared by every conditioning
 
@@ -107,5 +128,5 @@ class ConditionedUNet(nn.Module):
       else:
         y = conv(y, skips[n_layers - 1 - i])
       if i < n_layers - 1:
-        y = nn.relu(batch_norm(train, self.dtype, name=f"up{i + 1}_bn")(y))
+        y = nn.relu(self._norm(y, train, f"up{i + 1}"))
     return jax.nn.sigmoid(y[..., 0].astype(jnp.float32))
