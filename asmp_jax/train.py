@@ -133,7 +133,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, con
   metrics = dict(metrics)
   metrics["loss"] = loss
   metrics["finite"] = finite.astype(jnp.float32)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   metrics["learning_rate"] = learning_rate_schedule(config.train)(state.step)
   return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
