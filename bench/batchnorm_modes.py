@@ -1,8 +1,7 @@
 """Validation losses of a trained run with BatchNorm's running statistics vs batch statistics.
 
 Restores the latest checkpoint of ``--workdir`` (trained by ``launch.py``), draws ``--batches``
-fixed, seeded batches of validation pairs (the same pairs `train.evaluate_validation` uses for its
-first batches, then more), and computes the losses twice on each batch: as the trainer's
+fixed, seeded batches of validation pairs (``--seed``; no augmentation), and computes the losses twice on each batch: as the trainer's
 evaluation does (``train=False``: BatchNorm normalises with the running statistics saved in the
 checkpoint) and with ``train=True`` (each batch normalised with its own statistics, as in
 training; the updated statistics are discarded). A large gap means the model relies on
@@ -19,8 +18,8 @@ import statistics
 import jax
 import numpy as np
 
-from asmp_jax import datasets, input_pipeline, losses, train
-from asmp_jax import inference
+from asmp_jax import datasets, inference, input_pipeline, losses, train
+from asmp_jax.models import asmp as asmp_model
 
 
 def main() -> None:
@@ -34,7 +33,6 @@ def main() -> None:
   if config is None:
     raise SystemExit(f"{args.workdir}: no saved config (train with launch.py first)")
   variables, step = inference.restore_variables(args.workdir, config)
-  from asmp_jax.models import asmp as asmp_model  # pylint: disable=import-outside-toplevel
   model = asmp_model.create_model(config.model)
   builder = datasets.get_builder(config.data)
   pair_cfg = input_pipeline.PairConfig.from_config(config)
@@ -67,8 +65,7 @@ def main() -> None:
       mean = {k: statistics.fmean(float(np.asarray(h[k])) for h in hist)
               for k in ("loss_cyc", "loss_cons", "loss_dir")}
       print(f"| {split} | {name} | {mean['loss_cyc']:.4f} | {mean['loss_cons']:.3f} | "
-            f"{mean['loss_dir']:.2f} |",
-            flush=True)
+            f"{mean['loss_dir']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
   python launch.py --config=configs/synthetic.py --workdir=runs/synthetic
 
-The data set is generated and preprocessed on first use (~20 min on a 2-core CPU; README). The
+The data set is generated and preprocessed on first use (10-20 min on a 2-core CPU; README). The
 model keeps the paper's structure (graph encoder, GRU, 7+7-layer conditioned U-Net, both
-classifiers) with narrower layers so that 2000 steps train in ~40 min on a 2-core CPU (the model
+classifiers) with narrower layers so that 2000 steps train in 39-47 min on a 2-core CPU (the model
 they give does not separate well yet: docs/RESULTS.md, "The full default run"); set
 ``--config.model.unet_width_mult=1.0`` etc. for the paper-size network.
 """

@@ -65,7 +65,7 @@ import jax.numpy as jnp
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
 from asmp_jax.models.graph_encoder import GraphEncoder, NodeMLP, multiscale_edge_weights
 from asmp_jax.models.layers import l2_normalize, resolve_dtype
-from asmp_jax.models.unet import ConditionedUNet
+from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
 Array = jax.Array
 
@@ -172,8 +172,8 @@ def spec_from_config(model_config: Any) -> ModelSpec:
     raise ValueError(f"config.model.graph_mode must be one of {GRAPH_MODES}, got "
                      f"{values['graph_mode']!r}")
   resolve_dtype(values["dtype"])  # raises naming config.model.dtype
-  if values.get("unet_norm", "batch") not in ("batch", "group"):
-    raise ValueError("config.model.unet_norm must be 'batch' or 'group', got "
+  if values.get("unet_norm", "batch") not in UNET_NORMS:
+    raise ValueError(f"config.model.unet_norm must be one of {UNET_NORMS}, got "
                      f"{values['unet_norm']!r}")
   if values.get("conv_transpose_impl", "custom") not in ("custom", "plain"):
     raise ValueError("config.model.conv_transpose_impl must be 'custom' or 'plain', got "

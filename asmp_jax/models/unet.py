@@ -39,6 +39,7 @@ Array = jax.Array
 Dtype = Any
 
 BASE_WIDTHS = (64, 128, 256, 512, 512, 512, 512)
+NORMS = ("batch", "group")
 
 
 def unet_widths(width_mult: float) -> tuple[int, ...]:
@@ -95,8 +96,9 @@ class ConditionedUNet(nn.Module):
     if cond.ndim != 3 or cond.shape[0] != spec.shape[0]:
       raise ValueError(f"ConditionedUNet: cond must be [B, C, E] with B={spec.shape[0]}, got "
                        f"{cond.shape}")
-    if self.norm not in ("batch", "group"):
-      raise ValueError(f"config.model.unet_norm must be 'batch' or 'group', got {self.norm!r}")
+    if self.norm not in NORMS:
+      raise ValueError(f"ConditionedUNet: norm must be one of {NORMS} (config.model.unet_norm), "
+                       f"got {self.norm!r}")
     b, h, w = spec.shape
     n_layers = len(BASE_WIDTHS)
     if h % (2**n_layers) or w % (2**n_layers):

@@ -2,7 +2,8 @@
 gradient of the first step.
 
 Usage: python tests/helpers/one_step.py OUT.npz   (set XLA_FLAGS for simulated devices)
-Writes the losses, the first gradient, and the parameters/BatchNorm statistics after the steps.
+Writes the losses, the first gradient, the parameters after each step and the BatchNorm
+statistics (with their names) after the first.
 """
 import sys
 
@@ -83,12 +84,12 @@ def main(out):
     losses.append(float(metrics["loss"]))
     if i == 0:
       params1 = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(state.params)])
-      stats1 = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(state.batch_stats)])
+      stat_leaves = jax.tree_util.tree_flatten_with_path(state.batch_stats)[0]
+      stats1 = np.concatenate([np.asarray(x).ravel() for _, x in stat_leaves])
+      stat_names = np.array([jax.tree_util.keystr(k) for k, x in stat_leaves
+                             for _ in range(x.size)])
   flat = np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(state.params)])
-  stat_leaves = jax.tree_util.tree_flatten_with_path(state.batch_stats)[0]
-  stats = np.concatenate([np.asarray(x).ravel() for _, x in stat_leaves])
-  stat_names = np.array([jax.tree_util.keystr(k) for k, x in stat_leaves for _ in range(x.size)])
-  np.savez(out, losses=np.array(losses), params=flat, params1=params1, grads=grads, batch_stats=stats,
+  np.savez(out, losses=np.array(losses), params=flat, params1=params1, grads=grads,
            batch_stats1=stats1, batch_stat_names=stat_names, devices=jax.device_count())
 
 
