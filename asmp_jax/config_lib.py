@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   lo.lambda_ortho = 1.0
   lo.lambda_dir = 0.05
   lo.mask_target = "ibm"  # ibm (paper) | ratio (public code)
+  # Per-bin weight of L_cyc: "" (the target's own: none for ibm, log1p for ratio) | none | log1p |
+  # mag (see asmp_jax.losses.MASK_WEIGHTS).
+  lo.mask_weight = ""
 
   # ---------------------------------------------------------------- optimisation
   c.train = t = ml_collections.ConfigDict()

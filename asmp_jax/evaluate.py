@@ -260,3 +260,74 @@ def spectrogram_image(mixture: np.ndarray, slots: np.ndarray) -> np.ndarray:
     db = np.clip((db - db.max() + 80) / 80, 0, 1)[::-1]
     imgs.append((cm.magma(db)[..., :3] * 255).astype(np.uint8)[::4])
   return np.concatenate(imgs, axis=0)
+
+
+def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int | None = None,
+                        step: int | None = None) -> dict[str, Any]:
+  """Evaluates the checkpoint of a ``launch.py`` run directory with the protocol above.
+
+  Args:
+    workdir: the run directory (its saved config and checkpoints are used).
+    split: data split (default ``config.eval.split``).
+    num_pairs: fixed pairs (default ``config.eval.num_pairs``).
+    step: checkpoint step (default the latest).
+
+  Returns:
+    The results dict; also written to ``<workdir>/eval_<split>_step<step>.json``.
+  """
+  import types  # pylint: disable=g-import-not-at-top
+  from asmp_jax import datasets, inference, train  # pylint: disable=g-import-not-at-top
+  from asmp_jax.models import asmp as asmp_model  # pylint: disable=g-import-not-at-top
+  config = train.load_saved_config(workdir)
+  if config is None:
+    raise ValueError(f"{workdir}: no saved config; is this a launch.py run directory?")
+  variables, ckpt_step = inference.restore_variables(workdir, config, step=step)
+  with config.unlocked():
+    if split:
+      config.eval.split = split
+    if num_pairs is not None:
+      config.eval.num_pairs = int(num_pairs)
+  if config.eval.num_pairs < 1:
+    raise ValueError("evaluate_checkpoint: num_pairs must be >= 1")
+  model = asmp_model.create_model(config.model)
+  builder = datasets.get_builder(config.data)
+  state = types.SimpleNamespace(params=variables["params"],
+                                batch_stats=variables.get("batch_stats", {}))
+  train_labels = train.training_direction_labels(datasets.data_source(builder, "train"), config)
+  results = evaluate(state, model, config, datasets.data_source(builder, config.eval.split),
+                     config.eval.split, None, train_labels=train_labels, step=ckpt_step)
+  results["checkpoint_step"] = int(ckpt_step)
+  train.write_text_atomic(
+      train.workdir_path(workdir) / f"eval_{config.eval.split}_step{ckpt_step}.json",
+      json.dumps(results, indent=2))
+  return results
+
+
+def main(argv=None) -> None:
+  """``python -m asmp_jax.evaluate --workdir=DIR [--split=validation] [--num_pairs=40]``."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description="Evaluate a launch.py checkpoint (whole clips, "
+                                   "BSS Eval v3, direction accuracy).")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--split", default=None, help="default: the run's config.eval.split")
+  parser.add_argument("--num_pairs", type=int, default=None,
+                      help="default: the run's config.eval.num_pairs")
+  parser.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO)
+  from asmp_jax import inference  # pylint: disable=g-import-not-at-top
+  try:
+    r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step)
+  except (ValueError, inference.InferenceError) as e:
+    raise SystemExit(f"error: {e}") from None
+  nd = [k for k in r if k.startswith("direction_accuracy")][0]
+  maj = nd.replace("direction_accuracy", "majority_vote")
+  print(f"{args.workdir} step {r['checkpoint_step']}, {r['split']}, {r['num_pairs']} pairs: "
+        f"SDR model {r['model']['sdr']:.2f} / mixture {r['mixture']['sdr']:.2f} / IBM "
+        f"{r['oracle_ibm']['sdr']:.2f} dB (gain {r['sdr_gain_over_mixture']:+.2f}); "
+        f"SIR {r['model']['sir']:.2f}, SAR {r['model']['sar']:.2f}; {nd} {r[nd]:.3f} "
+        f"(majority {r.get(maj, float('nan')):.3f})")
+
+
+if __name__ == "__main__":
+  main()

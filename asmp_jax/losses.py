@@ -43,6 +43,11 @@ Array = jax.Array
 
 MAX_PERMUTATION_SLOTS = 6
 MASK_TARGETS = ("ibm", "ratio")
+# Weight of each time-frequency bin in L_cyc: "" = the target's own (ibm: none, as the paper;
+# ratio: log1p, as the public code), "none", "log1p" (``clip(log1p(X_mix), 1e-3, 10)``, the public
+# code's and Sound of Pixels' weight) or "mag" (``X_mix`` over its mean per example: the L1 of the
+# masked magnitudes, which is what SDR scores).
+MASK_WEIGHTS = ("", "none", "log1p", "mag")
 
 
 @lru_cache(maxsize=None)
@@ -255,6 +260,17 @@ def ratio_weight(mix_mag: Array) -> Array:
   return jnp.clip(jnp.log1p(mix_mag.astype(jnp.float32)), 1e-3, 10.0)[:, None]
 
 
+def magnitude_weight(mix_mag: Array) -> Array:
+  """``X_mix / mean(X_mix)`` per example, ``[B, 1, H, W]``: weights bins by their magnitude.
+
+  With it the L1 of the masks is (up to the per-example scale) the L1 of the masked magnitudes
+  ``|sum_i M_i X_mix - T X_mix|``, so the few loud bins that carry the signal dominate, not the
+  many near-silent bins whose ideal binary mask is set by noise.
+  """
+  m = mix_mag.astype(jnp.float32)
+  return (m / jnp.maximum(jnp.mean(m, axis=(-2, -1), keepdims=True), 1e-10))[:, None]
+
+
 def orthogonality_loss(embeddings: Array, source_mask: Array) -> tuple[Array, Array]:
   """Eq. 1: ``sum_{i != j, both valid} (y_i . y_j)^2`` per video, summed over videos.
 
@@ -339,11 +355,16 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   video_mags = batch["video_mag_warped"]
   ibm = ibm_target(video_mags)
   masks = outputs["masks"].astype(jnp.float32)
-  if target_kind == "ibm":
-    target, weight = ibm, None
-  else:
-    mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
-    target, weight = ratio_target(video_mags, mix_mag), ratio_weight(mix_mag)
+  weight_kind = _cfg(loss_config, "mask_weight", "", required=False) or (
+      "none" if target_kind == "ibm" else "log1p")
+  if weight_kind not in MASK_WEIGHTS:
+    raise ValueError(f"config.loss.mask_weight must be one of {MASK_WEIGHTS}, got "
+                     f"{weight_kind!r}")
+  mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
+  target = ibm if target_kind == "ibm" else ratio_target(video_mags, mix_mag)
+  weight = {"none": None, "log1p": lambda: ratio_weight(mix_mag),
+            "mag": lambda: magnitude_weight(mix_mag)}[weight_kind]
+  weight = weight() if weight is not None else None
   _, cyc_per_ex = cyclic_mask_loss(masks, source_mask, target, weight)
   _, ortho_per_ex = orthogonality_loss(outputs["embeddings"], source_mask)
 

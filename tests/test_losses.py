@@ -287,6 +287,26 @@ def test_total_loss_combines_terms(target):
     assert 0.0 <= float(m[key]) <= 1.0
 
 
+@pytest.mark.parametrize("target,weight", [("ibm", "log1p"), ("ibm", "mag"), ("ratio", "none"),
+                                           ("ratio", "mag")])
+def test_total_loss_mask_weight(target, weight):
+  outputs, batch = _fake_outputs_and_batch(15)
+  _, m = losses.total_loss(outputs, batch, dict(LOSS_CFG, mask_target=target, mask_weight=weight))
+  mix = np.exp(batch["mix_log_mag"]).astype(np.float64)
+  mags = batch["video_mag_warped"].astype(np.float64)
+  if target == "ibm":
+    tgt = (mags > mags[:, ::-1]).astype(np.float64)          # U = 2: the other video is [::-1]
+  else:
+    tgt = np.clip(mags / np.maximum(mix, 1e-10)[:, None], 0, 5)
+  w = {"none": np.ones_like(mix), "log1p": np.clip(np.log1p(mix), 1e-3, 10),
+       "mag": mix / mix.mean(axis=(1, 2), keepdims=True)}[weight][:, None]
+  summed = (outputs["masks"] * batch["source_mask"][..., None, None]).sum(2)
+  want = (np.abs(summed - tgt) * w).mean(axis=(2, 3)).sum(1).mean()
+  np.testing.assert_allclose(float(m["loss_cyc"]), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="mask_weight"):
+    losses.total_loss(outputs, batch, dict(LOSS_CFG, mask_weight="energy"))
+
+
 def test_total_loss_accuracies_are_permutation_matched():
   outputs, batch = _fake_outputs_and_batch(13, perfect=True)
   for share in (False, True):

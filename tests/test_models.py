@@ -353,6 +353,13 @@ def test_batch_shapes_and_eval_shape_init():
   # up1 sees the last encoder map (512 * 0.125 channels) and the embedding (16).
   assert abstract["params"]["unet"]["up1"]["kernel"].shape == (4, 4, 64 + 16, 64)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(abstract["params"]))
+  # The audio-only class_label baseline reads the labels too (restoring its checkpoints needs it).
+  cl = dict(TINY, graph_mode="class_label")
+  cl_shapes = models.batch_shapes(cl, 3, NN, 30, spec_shape=(H, H))
+  assert cl_shapes["class_labels"].shape == (3, 2, 3) and "class_labels" not in shapes
+  abstract = jax.eval_shape(lambda r: models.init_variables(models.create_model(cl), r, cl_shapes),
+                            jax.random.key(0))
+  assert "class_embed" in abstract["params"]
 
 
 def test_multiscale_mode_shares_the_asmp_parameters_and_uses_two_scales():

@@ -1,10 +1,13 @@
 """launch.py end to end on the tiny synthetic set: train, evaluate, checkpoint, resume, refuse."""
 import json
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from conftest import run_launch
+from conftest import REPO, run_launch
 
 
 def _ckpt_steps(workdir):
@@ -27,6 +30,20 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert results["oracle_ibm"]["sdr"] > results["mixture"]["sdr"] + 5
   assert os.path.exists(os.path.join(workdir, "config.json"))
   assert os.listdir(os.path.join(workdir, "tensorboard"))
+  # A saved checkpoint evaluates on its own: the step-6 state gives the in-training figures.
+  ev = subprocess.run([sys.executable, "-m", "asmp_jax.evaluate", f"--workdir={workdir}",
+                       "--step=6"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True, timeout=600)
+  assert ev.returncode == 0, ev.stdout[-3000:]
+  assert "step 6, test" in ev.stdout
+  with open(os.path.join(workdir, "eval_test_step6.json")) as f:
+    again = json.load(f)
+  assert again["pairs"] == results["pairs"] and again["checkpoint_step"] == 6
+  np.testing.assert_allclose(again["model"]["sdr"], results["model"]["sdr"], atol=1e-3)
+  ev = subprocess.run([sys.executable, "-m", "asmp_jax.evaluate", f"--workdir={workdir}",
+                       "--step=5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True, timeout=600)
+  assert ev.returncode != 0 and "no checkpoint for step 5" in ev.stdout
   # Run again with more steps: it resumes from step 6 instead of restarting.
   second = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=8",
                       "--config.eval.num_pairs=0")

@@ -382,7 +382,10 @@ def batch_shapes(model_config: Any, batch_size: int, num_nodes: int, num_edges: 
       "edge_mask": bu + (num_edges,),
       "source_mask": bu + (sp.num_slots,),
   }
-  return {k: jax.ShapeDtypeStruct(v, BATCH_DTYPES[k]) for k, v in shapes.items()}
+  out = {k: jax.ShapeDtypeStruct(v, BATCH_DTYPES[k]) for k, v in shapes.items()}
+  if sp.graph_mode == "class_label":  # the audio-only baseline also reads the labels
+    out["class_labels"] = jax.ShapeDtypeStruct(bu + (sp.num_slots,), jnp.int32)
+  return out
 
 
 def init_variables(model: ASMP, rng: Array, batch_shapes: Mapping[str, Any]) -> dict[str, Any]:
