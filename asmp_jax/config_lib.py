@@ -87,9 +87,6 @@ def base_config() -> ml_collections.ConfigDict:
   # U-Net normalisation: "batch" (paper) | "group" (GroupNorm: each mask independent of the rest
   # of the batch, the same in training and inference).
   m.unet_norm = "batch"
-  # True: L_dir trains the direction classifier only (its inputs, the separated spectrograms and
-  # embeddings, are read through stop_gradient). The paper trains everything jointly (False).
-  m.direction_detach = False
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
 
   # ---------------------------------------------------------------- losses

@@ -49,9 +49,6 @@ Design choices (documented here once):
   BatchNorm on the first encoder layer, as the Co-Separation public U-Net), ``conv_transpose_impl``
   ("custom" fast kernel gradient | "plain"), ``sep_log_eps`` (1e-4, bounds the log's gradient
   where a mask is ~0), ``compact_slots`` (True).
-* ``direction_detach`` (default False, the paper's joint training): when True the direction
-  classifier reads the separated spectrograms and embeddings through ``stop_gradient``, so L_dir
-  trains the classifier and nothing upstream of it.
 * ``dtype`` is the compute dtype (``"bfloat16"`` for accelerators); parameters stay float32 and
   every output above is float32.
 """
@@ -93,7 +90,7 @@ _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads
                       "num_dir_windows", "cls_width")
 # Keys read with their `ModelSpec` default when the config lacks them.
 OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots",
-                 "node_batch_norm", "unet_cond_scale", "unet_norm", "direction_detach")
+                 "node_batch_norm", "unet_cond_scale", "unet_norm")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -126,7 +123,6 @@ class ModelSpec:
   node_batch_norm: bool = False
   unet_cond_scale: float = 1.0
   unet_norm: str = "batch"
-  direction_detach: bool = False
 
 
 def _lookup(cfg: Any, key: str) -> Any:
@@ -360,10 +356,7 @@ class ASMP(nn.Module):
     out["sep_log_mag"] = sep
     flat_sep = sep.reshape(b * u * s, h, w)
     out["cons_logits"] = self.consistency(flat_sep, train).reshape(b, u, s, sp.num_classes)
-    dir_sep, dir_emb = flat_sep, emb.reshape(b * u * s, e)
-    if sp.direction_detach:  # the direction loss trains its classifier only
-      dir_sep, dir_emb = jax.lax.stop_gradient(dir_sep), jax.lax.stop_gradient(dir_emb)
-    dirs = self.direction(dir_sep, dir_emb, train)
+    dirs = self.direction(flat_sep, emb.reshape(b * u * s, e), train)
     out["dir_logits"] = dirs.reshape(b, u, s, sp.num_dir_windows, sp.num_direction_classes)
     return out
 
