@@ -281,7 +281,6 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
   config = train.load_saved_config(workdir)
   if config is None:
     raise ValueError(f"{workdir}: no saved config; is this a launch.py run directory?")
-  variables, ckpt_step = inference.restore_variables(workdir, config, step=step)
   with config.unlocked():
     if split:
       config.eval.split = split
@@ -289,6 +288,7 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
       config.eval.num_pairs = int(num_pairs)
   if config.eval.num_pairs < 1:
     raise ValueError("evaluate_checkpoint: num_pairs must be >= 1")
+  variables, ckpt_step = inference.restore_variables(workdir, config, step=step)
   model = asmp_model.create_model(config.model)
   builder = datasets.get_builder(config.data)
   state = types.SimpleNamespace(params=variables["params"],

@@ -362,9 +362,11 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
                      f"{weight_kind!r}")
   mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
   target = ibm if target_kind == "ibm" else ratio_target(video_mags, mix_mag)
-  weight = {"none": None, "log1p": lambda: ratio_weight(mix_mag),
-            "mag": lambda: magnitude_weight(mix_mag)}[weight_kind]
-  weight = weight() if weight is not None else None
+  weight = None
+  if weight_kind == "log1p":
+    weight = ratio_weight(mix_mag)
+  elif weight_kind == "mag":
+    weight = magnitude_weight(mix_mag)
   _, cyc_per_ex = cyclic_mask_loss(masks, source_mask, target, weight)
   _, ortho_per_ex = orthogonality_loss(outputs["embeddings"], source_mask)
 

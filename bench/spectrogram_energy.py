@@ -42,7 +42,7 @@ def main() -> None:
   config = load_config(args.config)
   builder = datasets.get_builder(config.data)
   with config.unlocked():
-    config.model.num_classes = len(datasets.metadata(builder)["auditory_classes"]) + 1
+    train.fill_data_dependent_config(config, datasets.metadata(builder))
   src = datasets.data_source(builder, args.split)
   pair_cfg = input_pipeline.PairConfig.from_config(config)
   ds = input_pipeline.pair_dataset(src, pair_cfg, seed=0, train=False, num_pairs=args.pairs)
