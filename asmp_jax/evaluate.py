@@ -211,7 +211,11 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
     est = np.stack([e for _, e in items])
     sdr, sir, sar = bss_eval_videos(ref, est)
     results[k] = {"sdr": float(np.nanmean(sdr)), "sir": float(np.nanmean(sir)),
-                  "sar": float(np.nanmean(sar)), "num_valid": int(np.isfinite(sdr).sum())}
+                  "sar": float(np.nanmean(sar)), "num_valid": int(np.isfinite(sdr).sum()),
+                  # [pair][source], None where the reference is silent: for paired comparisons
+                  # of two models on the same pairs (bench/synthetic_results.py).
+                  "sdr_per_source": [[None if not np.isfinite(v) else round(float(v), 4)
+                                      for v in row] for row in sdr]}
   pred = np.concatenate(preds) if preds else np.zeros((0,), np.int64)
   lab = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
   nd = config.model.num_direction_classes

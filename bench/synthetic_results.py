@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 VARIANTS = {
@@ -51,6 +53,37 @@ def fmt(x) -> str:
   return "—" if x is None else f"{x:.2f}"
 
 
+def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int) -> np.ndarray | None:
+  """Mean model SDR of each test pair (NaN where no source is valid), or None if not recorded.
+
+  Taken from ``eval_test.json``, or, for a workdir evaluated before per-source SDRs were
+  recorded, from ``python -m asmp_jax.evaluate --workdir=DIR --split=test`` of the final step.
+  """
+  per_source = results["model"].get("sdr_per_source")
+  later = workdir / f"eval_test_step{steps}.json"
+  if per_source is None and later.exists():
+    again = json.loads(later.read_text())
+    if again["pairs"] == results["pairs"]:
+      per_source = again["model"].get("sdr_per_source")
+  if per_source is None:
+    return None
+  arr = np.array(per_source, dtype=float)  # None (silent reference) -> NaN
+  valid = np.isfinite(arr).any(axis=1)
+  out = np.full(len(arr), np.nan)
+  out[valid] = np.nanmean(arr[valid], axis=1)
+  return out
+
+
+def paired_difference(a: np.ndarray | None, b: np.ndarray | None) -> str:
+  """Mean of a − b over the pairs valid in both, ± its standard error; "" if unknown."""
+  if a is None or b is None or len(a) != len(b):
+    return ""
+  d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+  if len(d) < 2:
+    return ""
+  return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} pairs)"
+
+
 def summarize(root: pathlib.Path, names: list[str]) -> None:
   rows, floor = [], None
   for name in names:
@@ -64,25 +97,28 @@ def summarize(root: pathlib.Path, names: list[str]) -> None:
     wall = root / name / "wall_time_s.json"
     wall_s = json.loads(wall.read_text())["launch_wall_time_s"] if wall.exists() else None
     ndir = cfg["model"]["num_direction_classes"]
+    steps = cfg["train"]["num_train_steps"]
     rows.append((VARIANTS[name][0], r["model"], r.get(f"direction_accuracy_{ndir}"),
-                 r.get(f"majority_vote_{ndir}"), ndir, cfg["train"]["num_train_steps"], cfg["seed"],
-                 wall_s))
+                 r.get(f"majority_vote_{ndir}"), ndir, steps, cfg["seed"], wall_s,
+                 per_pair_sdr(root / name, r, steps)))
   if floor is None:
     sys.exit("no finished variant")
   print(f"\ntest split, {floor['num_pairs']} fixed pairs, whole clips, hop "
         f"{floor['window_hop_s']} s; BSS Eval v3 (dB, mean over sources)\n")
+  first = rows[0][0] if rows else ""
   print("| method | SDR | SIR | SAR | direction acc. (classes) | majority vote | steps | seed |"
-        " wall time |")
-  print("|---|---|---|---|---|---|---|---|---|")
+        f" wall time | SDR − {first} (paired, ± s.e.) |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for key, label in (("mixture", "mixture (input as estimate)"),
                      ("oracle_ibm", "oracle ideal binary mask"),
                      ("oracle_irm", "oracle ideal ratio mask")):
     m = floor[key]
-    print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | | | | | |")
-  for label, m, acc, maj, ndir, steps, seed, wall_s in rows:
+    print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | | | | | | |")
+  for i, (label, m, acc, maj, ndir, steps, seed, wall_s, pairs) in enumerate(rows):
     wall_txt = "—" if wall_s is None else f"{wall_s / 60:.0f} min"
+    diff = "" if i == 0 else paired_difference(pairs, rows[0][-1])
     print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | "
-          f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} |")
+          f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} | {diff} |")
 
 
 def main() -> None:

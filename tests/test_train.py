@@ -26,6 +26,10 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
     results = json.load(f)
   for key in ("model", "mixture", "oracle_ibm", "oracle_irm"):
     assert results[key]["num_valid"] > 0
+    per_source = np.array(results[key]["sdr_per_source"], dtype=float)  # None -> NaN
+    assert per_source.shape == (results["num_pairs"], 2)
+    assert np.isfinite(per_source).sum() == results[key]["num_valid"]
+    np.testing.assert_allclose(np.nanmean(per_source), results[key]["sdr"], atol=1e-3)
   # The ideal binary mask separates far better than leaving the mixture alone.
   assert results["oracle_ibm"]["sdr"] > results["mixture"]["sdr"] + 5
   assert os.path.exists(os.path.join(workdir, "config.json"))
