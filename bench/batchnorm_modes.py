@@ -4,8 +4,8 @@ Restores the latest checkpoint of ``--workdir`` (trained by ``launch.py``), draw
 fixed, seeded batches of validation pairs (``--seed``; no augmentation), and computes the losses
 twice on each batch: as the trainer's evaluation does (``train=False``: BatchNorm normalises with
 the running statistics saved in the checkpoint) and with ``train=True`` (each batch normalised
-with its own statistics, as in training; the updated statistics are discarded). A large gap means the model relies on
-within-batch statistics that the running averages do not reproduce at inference. The same is
+with its own statistics, as in training; the updated statistics are discarded). A large gap
+means the model relies on within-batch statistics that the running averages do not reproduce at inference. The same is
 printed for ``--batches`` batches of training pairs, as a reference.
 
   python bench/batchnorm_modes.py --workdir=runs/synthetic --batches=8

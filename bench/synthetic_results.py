@@ -105,18 +105,18 @@ def summarize(root: pathlib.Path, names: list[str]) -> None:
     sys.exit("no finished variant")
   print(f"\ntest split, {floor['num_pairs']} fixed pairs, whole clips, hop "
         f"{floor['window_hop_s']} s; BSS Eval v3 (dB, mean over sources)\n")
-  first = rows[0][0] if rows else ""
   print("| method | SDR | SIR | SAR | direction acc. (classes) | majority vote | steps | seed |"
-        f" wall time | SDR − {first} (paired, ± s.e.) |")
+        f" wall time | SDR − {rows[0][0]} (paired, ± s.e.) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   for key, label in (("mixture", "mixture (input as estimate)"),
                      ("oracle_ibm", "oracle ideal binary mask"),
                      ("oracle_irm", "oracle ideal ratio mask")):
     m = floor[key]
     print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | | | | | | |")
+  reference_pairs = rows[0][-1]
   for i, (label, m, acc, maj, ndir, steps, seed, wall_s, pairs) in enumerate(rows):
     wall_txt = "—" if wall_s is None else f"{wall_s / 60:.0f} min"
-    diff = "" if i == 0 else paired_difference(pairs, rows[0][-1])
+    diff = "" if i == 0 else paired_difference(pairs, reference_pairs)
     print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | "
           f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} | {diff} |")
 

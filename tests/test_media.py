@@ -193,6 +193,15 @@ def test_lossless_x264_is_exact_and_output_is_deterministic(tmp_path):
   assert np.abs(out.astype(int) - gray.astype(int)).max() <= 1
 
 
+def test_x264_macroblock_tree_off_only_for_odd_macroblock_widths(tmp_path):
+  # x264 writes its settings into the stream (an SEI text), so the option can be read back.
+  for width, mbtree in ((48, b"mbtree=0"), (80, b"mbtree=0"), (64, b"mbtree=1"),
+                        (128, b"mbtree=1")):
+    path = tmp_path / f"w{width}.mp4"
+    media.write_video(path, _frames(t=3, w=width), 10.0)
+    assert mbtree in path.read_bytes(), width
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])
 def test_audio_muxed_into_video_reads_back(tmp_path, ext):
   wav = _noise(SR, 1.0)
