@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from typing import Any
@@ -38,10 +39,34 @@ def get_builder(config_data) -> tfds.core.DatasetBuilder:
   return module.Builder(**kwargs)
 
 
+def _tensorflow_available() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
+def keep_shuffle_in_memory() -> bool:
+  """Lets TFDS shuffle a split of any size in memory when TensorFlow is not installed.
+
+  TFDS shuffles each split while writing it; past ``tfds.core.shuffle.MAX_MEM_BUFFER_SIZE``
+  (1 GB of serialized examples, about 990 synthetic clips) it spills to temporary files through
+  ``tf.io.gfile``, which needs TensorFlow (not a dependency of this project). Raising the limit
+  keeps the whole split in memory instead; the written order is the same either way (both sort
+  by the hashed key). Returns whether the limit was raised.
+  """
+  if _tensorflow_available():
+    return False
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  shuffle.MAX_MEM_BUFFER_SIZE = max(shuffle.MAX_MEM_BUFFER_SIZE, 1 << 62)
+  return True
+
+
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = "") -> None:
   """Builds the data set if it is not there yet (the synthetic set is generated on first use)."""
   if builder.is_prepared():
     return
+  if keep_shuffle_in_memory():
+    logging.info("TensorFlow is not installed: TFDS keeps each split in memory while shuffling "
+                 "it (about 1 MB per synthetic clip); install tensorflow-cpu to let it spill "
+                 "splits over 1 GB to disk instead.")
   logging.info("Preparing %s/%s in %s (first use; later runs reuse it).", builder.name,
                builder.builder_config.name if builder.builder_config else "", builder.data_dir)
   dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)

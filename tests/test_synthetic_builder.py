@@ -1,10 +1,13 @@
 """The synthetic TFDS builder: a broken clip is skipped and reported, an empty split is an error."""
+import glob
+import importlib.util
 import os
 
 import pytest
 import tensorflow_datasets as tfds
 
 from asmp_data.synthetic import generator
+from asmp_jax import config_lib, datasets
 from asmp_data.synthetic import synthetic_dataset_builder as sdb
 
 
@@ -49,3 +52,46 @@ def test_empty_split_is_an_error(tmp_path):
       (clips / "test" / f).write_bytes(b"not a video")
   with pytest.raises(ValueError, match="every clip of split 'test' failed"):
     _build(tmp_path / "tfds", clips)
+
+
+def test_large_config_shares_the_default_validation_and_test_clips():
+  # Test-split results of models trained on "large" and "default" compare pair by pair only if
+  # the two configs generate the same validation and test clips: same seed, generator and
+  # preprocessing, and the same clip counts outside the training split.
+  configs = {c.name: c for c in sdb.BUILDER_CONFIGS}
+  default, large = configs["default"], configs["large"]
+  assert large.num_train == 4 * default.num_train
+  for field in ("num_val", "num_test", "seed", "generator_overrides", "detections", "flow",
+                "feature_extractor"):
+    assert getattr(large, field) == getattr(default, field), field
+  # Clip seeds depend on (data-set seed, split, index) only, not on the split sizes.
+  assert generator.derive_clip_seed(default.seed, "test", 3) == \
+      generator.derive_clip_seed(large.seed, "test", 3)
+
+
+@pytest.mark.slow
+def test_split_over_the_shuffle_buffer_builds_without_tensorflow(tiny_data_dir, tmp_path,
+                                                                 monkeypatch):
+  # TFDS spills a split over its shuffle buffer (1 GB, ~990 synthetic clips) to disk through
+  # tf.io.gfile, which needs TensorFlow. `datasets.prepare` keeps the split in memory instead;
+  # a tiny buffer stands in for a large split here.
+  if importlib.util.find_spec("tensorflow") is not None:
+    pytest.skip("TensorFlow is installed: TFDS can spill to disk")
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
+  clips = glob.glob(os.path.join(tiny_data_dir, "downloads", "asmp_synthetic_clips", "tiny-*"))
+  assert clips
+  cfg = config_lib.base_config()
+  cfg.data.builder_config = "tiny"
+  cfg.data.data_dir = str(tmp_path)
+  datasets.prepare(datasets.get_builder(cfg.data), manual_dir=sorted(clips)[-1])
+  assert shuffle.MAX_MEM_BUFFER_SIZE > 1000
+  # Same records in the same order as the build that shuffled within the default buffer.
+  cfg_ref = config_lib.base_config()
+  cfg_ref.data.builder_config = "tiny"
+  cfg_ref.data.data_dir = tiny_data_dir
+  for split in ("train", "validation", "test"):
+    new = datasets.data_source(datasets.get_builder(cfg.data), split)
+    ref = datasets.data_source(datasets.get_builder(cfg_ref.data), split)
+    assert [new[i]["clip_id"] for i in range(len(new))] == \
+        [ref[i]["clip_id"] for i in range(len(ref))]
