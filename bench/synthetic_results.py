@@ -9,6 +9,7 @@ process on this machine (training + evaluation, data set already built).
   python bench/synthetic_results.py --root=runs/table                      # all variants
   python bench/synthetic_results.py --root=runs/table --variants=asmp,no_vision
   python bench/synthetic_results.py --root=runs/table --summarize_only     # table from workdirs
+  python bench/synthetic_results.py --root=runs/table --summarize_only --class_overlap
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ VARIANTS = {
     "no_vision": ("control: no vision", ["--config.model.graph_mode=no_vision"]),
     "class_label": ("audio-only, true class labels", ["--config.model.graph_mode=class_label"]),
     "asmp_dir28": ("ASMP, 28 direction classes", ["--config.model.num_direction_classes=28"]),
+    # Levers for separation quality (not the paper's table): 4x the training clips (the "large"
+    # build shares the default's test clips, so the pairs compare), and a U-Net twice as wide.
+    "asmp_large": ("ASMP, 1600 training clips", ["--config.data.builder_config=large"]),
+    "asmp_wide": ("ASMP, U-Net width x0.25", ["--config.model.unet_width_mult=0.25"]),
 }
 
 
@@ -53,18 +58,20 @@ def fmt(x) -> str:
   return "—" if x is None else f"{x:.2f}"
 
 
-def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int) -> np.ndarray | None:
-  """Mean model SDR of each test pair (NaN where no source is valid), or None if not recorded.
+def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int, key: str = "model"
+                 ) -> np.ndarray | None:
+  """Mean SDR of each test pair (NaN where no source is valid), or None if not recorded.
 
-  Taken from ``eval_test.json``, or, for a workdir evaluated before per-source SDRs were
-  recorded, from ``python -m asmp_jax.evaluate --workdir=DIR --split=test`` of the final step.
+  ``key``: "model", "mixture", "oracle_ibm" or "oracle_irm". Taken from ``eval_test.json``, or,
+  for a workdir evaluated before per-source SDRs were recorded, from
+  ``python -m asmp_jax.evaluate --workdir=DIR --split=test`` of the final step.
   """
-  per_source = results["model"].get("sdr_per_source")
+  per_source = results[key].get("sdr_per_source")
   later = workdir / f"eval_test_step{steps}.json"
   if per_source is None and later.exists():
     again = json.loads(later.read_text())
     if again["pairs"] == results["pairs"]:
-      per_source = again["model"].get("sdr_per_source")
+      per_source = again[key].get("sdr_per_source")
   if per_source is None:
     return None
   arr = np.array(per_source, dtype=float)  # None (silent reference) -> NaN
@@ -82,6 +89,48 @@ def paired_difference(a: np.ndarray | None, b: np.ndarray | None) -> str:
   if len(d) < 2:
     return ""
   return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} pairs)"
+
+
+def shared_class_pairs(workdir: pathlib.Path, pairs: list[list[int]]) -> np.ndarray:
+  """Whether the two test clips of each pair have a sounding class in common (from the data)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from asmp_jax import datasets  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text())["data"])
+  source = datasets.data_source(datasets.get_builder(data), "test")
+  classes = [{int(k) for k in np.asarray(source[i]["source_class"]) if k >= 0}
+             for i in range(len(source))]
+  return np.array([bool(classes[a] & classes[b]) for a, b in pairs])
+
+
+def mean_se(x: np.ndarray) -> str:
+  x = x[np.isfinite(x)]
+  if len(x) < 2:
+    return ""
+  return f"{x.mean():+.2f} ± {x.std(ddof=1) / np.sqrt(len(x)):.2f} ({len(x)} pairs)"
+
+
+def summarize_class_overlap(root: pathlib.Path, names: list[str]) -> None:
+  """SDR gain over the mixture on pairs whose videos share a sounding class, and on the others."""
+  print("\nSDR − mixture SDR per test pair (mean ± s.e.), by whether the two videos have a "
+        "sounding class in common\n")
+  print("| method | pairs sharing a class | pairs with no class in common |")
+  print("|---|---|---|")
+  shared = None
+  for name in names:
+    path = root / name / "eval_test.json"
+    if not path.exists():
+      continue
+    r = json.loads(path.read_text())
+    steps = json.loads((root / name / "config.json").read_text())["train"]["num_train_steps"]
+    model = per_pair_sdr(root / name, r, steps)
+    mixture = per_pair_sdr(root / name, r, steps, key="mixture")
+    if model is None or mixture is None:
+      print(f"| {VARIANTS[name][0]} | (no per-source SDRs) | |")
+      continue
+    if shared is None:
+      shared = shared_class_pairs(root / name, r["pairs"])
+    gain = model - mixture
+    print(f"| {VARIANTS[name][0]} | {mean_se(gain[shared])} | {mean_se(gain[~shared])} |")
 
 
 def summarize(root: pathlib.Path, names: list[str]) -> None:
@@ -127,6 +176,9 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--summarize_only", action="store_true")
   parser.add_argument("--extra", default="", help="overrides for every variant, space-separated")
+  parser.add_argument("--class_overlap", action="store_true",
+                      help="also print each variant's gain on test pairs that share a sounding "
+                      "class and on the others (reads the data set's test split)")
   args = parser.parse_args()
   names = [v for v in args.variants.split(",") if v]
   unknown = [v for v in names if v not in VARIANTS]
@@ -137,6 +189,8 @@ def main() -> None:
     for name in names:
       run_variant(root, name, args.extra.split())
   summarize(root, names)
+  if args.class_overlap:
+    summarize_class_overlap(root, names)
 
 
 if __name__ == "__main__":
