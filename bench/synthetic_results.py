@@ -91,6 +91,11 @@ def paired_difference(a: np.ndarray | None, b: np.ndarray | None) -> str:
   return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} pairs)"
 
 
+def results_path(workdir: pathlib.Path, step: int | None) -> pathlib.Path:
+  """The test results of the run's end, or of checkpoint ``step`` (``asmp_jax.evaluate --step``)."""
+  return workdir / ("eval_test.json" if step is None else f"eval_test_step{step}.json")
+
+
 def shared_class_pairs(workdir: pathlib.Path, pairs: list[list[int]]) -> np.ndarray:
   """Whether the two test clips of each pair have a sounding class in common (from the data)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -109,7 +114,8 @@ def mean_se(x: np.ndarray) -> str:
   return f"{x.mean():+.2f} ± {x.std(ddof=1) / np.sqrt(len(x)):.2f} ({len(x)} pairs)"
 
 
-def summarize_class_overlap(root: pathlib.Path, names: list[str]) -> None:
+def summarize_class_overlap(root: pathlib.Path, names: list[str], step: int | None = None
+                            ) -> None:
   """SDR gain over the mixture on pairs whose videos share a sounding class, and on the others."""
   print("\nSDR − mixture SDR per test pair (mean ± s.e.), by whether the two videos have a "
         "sounding class in common\n")
@@ -117,11 +123,12 @@ def summarize_class_overlap(root: pathlib.Path, names: list[str]) -> None:
   print("|---|---|---|")
   shared = None
   for name in names:
-    path = root / name / "eval_test.json"
+    path = results_path(root / name, step)
     if not path.exists():
       continue
     r = json.loads(path.read_text())
-    steps = json.loads((root / name / "config.json").read_text())["train"]["num_train_steps"]
+    steps = step or json.loads((root / name / "config.json").read_text())["train"][
+        "num_train_steps"]
     model = per_pair_sdr(root / name, r, steps)
     mixture = per_pair_sdr(root / name, r, steps, key="mixture")
     if model is None or mixture is None:
@@ -133,10 +140,10 @@ def summarize_class_overlap(root: pathlib.Path, names: list[str]) -> None:
     print(f"| {VARIANTS[name][0]} | {mean_se(gain[shared])} | {mean_se(gain[~shared])} |")
 
 
-def summarize(root: pathlib.Path, names: list[str]) -> None:
+def summarize(root: pathlib.Path, names: list[str], step: int | None = None) -> None:
   rows, floor = [], None
   for name in names:
-    path = root / name / "eval_test.json"
+    path = results_path(root / name, step)
     if not path.exists():
       print(f"{name}: no {path}", file=sys.stderr)
       continue
@@ -144,9 +151,10 @@ def summarize(root: pathlib.Path, names: list[str]) -> None:
     floor = floor or r
     cfg = json.loads((root / name / "config.json").read_text())
     wall = root / name / "wall_time_s.json"
-    wall_s = json.loads(wall.read_text())["launch_wall_time_s"] if wall.exists() else None
+    wall_s = (json.loads(wall.read_text())["launch_wall_time_s"]
+              if wall.exists() and step is None else None)
     ndir = cfg["model"]["num_direction_classes"]
-    steps = cfg["train"]["num_train_steps"]
+    steps = step or cfg["train"]["num_train_steps"]
     rows.append((VARIANTS[name][0], r["model"], r.get(f"direction_accuracy_{ndir}"),
                  r.get(f"majority_vote_{ndir}"), ndir, steps, cfg["seed"], wall_s,
                  per_pair_sdr(root / name, r, steps)))
@@ -176,6 +184,10 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--summarize_only", action="store_true")
   parser.add_argument("--extra", default="", help="overrides for every variant, space-separated")
+  parser.add_argument("--step", type=int, default=None,
+                      help="with --summarize_only: compare checkpoint STEP of every variant, "
+                      "from eval_test_stepSTEP.json (python -m asmp_jax.evaluate "
+                      "--workdir=ROOT/VARIANT --split=test --step=STEP)")
   parser.add_argument("--class_overlap", action="store_true",
                       help="also print each variant's gain on test pairs that share a sounding "
                       "class and on the others (reads the data set's test split)")
@@ -184,13 +196,15 @@ def main() -> None:
   unknown = [v for v in names if v not in VARIANTS]
   if unknown:
     sys.exit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+  if args.step is not None and not args.summarize_only:
+    sys.exit("--step compares evaluated checkpoints: use it with --summarize_only")
   root = pathlib.Path(args.root)
   if not args.summarize_only:
     for name in names:
       run_variant(root, name, args.extra.split())
-  summarize(root, names)
+  summarize(root, names, args.step)
   if args.class_overlap:
-    summarize_class_overlap(root, names)
+    summarize_class_overlap(root, names, args.step)
 
 
 if __name__ == "__main__":
