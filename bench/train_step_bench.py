@@ -142,6 +142,8 @@ def main():
   parser.add_argument("--pipeline_batches", type=int, default=50)
   parser.add_argument("--pipeline_only", action="store_true", help="skip the train step")
   parser.add_argument("--dtype", default="", help="override config.model.dtype (bfloat16|float32)")
+  parser.add_argument("--unet_width_mult", type=float, default=0.0,
+                      help="override config.model.unet_width_mult (0: the config's)")
   parser.add_argument("--json", action="store_true", help="print one JSON line (for scripts)")
   args = parser.parse_args()
   config = load_config(args.config)
@@ -157,6 +159,8 @@ def main():
     config.model.num_classes = args.num_classes
   if args.dtype:
     config.model.dtype = args.dtype
+  if args.unet_width_mult:
+    config.model.unet_width_mult = args.unet_width_mult
   r = time_train_step(config, args.batch, args.steps)
   if args.json:
     print(json.dumps(dict(r, devices=jax.device_count(), batch=args.batch, steps=args.steps,
