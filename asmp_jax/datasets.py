@@ -65,7 +65,7 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = "") -> None:
     return
   if keep_shuffle_in_memory():
     logging.info("TensorFlow is not installed: TFDS keeps each split in memory while shuffling "
-                 "it (about 1 MB per synthetic clip); install tensorflow-cpu to let it spill "
+                 "it (about 1 MB per 10 s clip); install tensorflow-cpu to let it spill "
                  "splits over 1 GB to disk instead.")
   logging.info("Preparing %s/%s in %s (first use; later runs reuse it).", builder.name,
                builder.builder_config.name if builder.builder_config else "", builder.data_dir)
