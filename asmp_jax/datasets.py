@@ -39,10 +39,6 @@ def get_builder(config_data) -> tfds.core.DatasetBuilder:
   return module.Builder(**kwargs)
 
 
-def _tensorflow_available() -> bool:
-  return importlib.util.find_spec("tensorflow") is not None
-
-
 def keep_shuffle_in_memory() -> bool:
   """Lets TFDS shuffle a split of any size in memory when TensorFlow is not installed.
 
@@ -52,7 +48,7 @@ def keep_shuffle_in_memory() -> bool:
   keeps the whole split in memory instead; the written order is the same either way (both sort
   by the hashed key). Returns whether the limit was raised.
   """
-  if _tensorflow_available():
+  if importlib.util.find_spec("tensorflow") is not None:
     return False
   from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
   shuffle.MAX_MEM_BUFFER_SIZE = max(shuffle.MAX_MEM_BUFFER_SIZE, 1 << 62)

@@ -81,14 +81,19 @@ def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int, key: str = "m
   return out
 
 
+def mean_se(x: np.ndarray) -> str:
+  """Mean of the finite entries ± its standard error, with their count; "" if fewer than 2."""
+  x = x[np.isfinite(x)]
+  if len(x) < 2:
+    return ""
+  return f"{x.mean():+.2f} ± {x.std(ddof=1) / np.sqrt(len(x)):.2f} ({len(x)} pairs)"
+
+
 def paired_difference(a: np.ndarray | None, b: np.ndarray | None) -> str:
   """Mean of a − b over the pairs valid in both, ± its standard error; "" if unknown."""
   if a is None or b is None or len(a) != len(b):
     return ""
-  d = (a - b)[np.isfinite(a) & np.isfinite(b)]
-  if len(d) < 2:
-    return ""
-  return f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} pairs)"
+  return mean_se(a - b)
 
 
 def results_path(workdir: pathlib.Path, step: int | None) -> pathlib.Path:
@@ -105,13 +110,6 @@ def shared_class_pairs(workdir: pathlib.Path, pairs: list[list[int]]) -> np.ndar
   classes = [{int(k) for k in np.asarray(source[i]["source_class"]) if k >= 0}
              for i in range(len(source))]
   return np.array([bool(classes[a] & classes[b]) for a, b in pairs])
-
-
-def mean_se(x: np.ndarray) -> str:
-  x = x[np.isfinite(x)]
-  if len(x) < 2:
-    return ""
-  return f"{x.mean():+.2f} ± {x.std(ddof=1) / np.sqrt(len(x)):.2f} ({len(x)} pairs)"
 
 
 def summarize_class_overlap(root: pathlib.Path, names: list[str], step: int | None = None

@@ -16,7 +16,6 @@ videos) of:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 
@@ -27,13 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from asmp_jax import audio, datasets, metrics  # noqa: E402
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from train_step_bench import load_config  # noqa: E402  (bench/ is this script's sys.path[0])
 
 
 def main() -> None:
