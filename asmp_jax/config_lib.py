@@ -99,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Per-bin weight of L_cyc: "" (the target's own: none for ibm, log1p for ratio) | none | log1p |
   # mag (see asmp_jax.losses.MASK_WEIGHTS).
   lo.mask_weight = ""
+  # L_dir's slot matching: False = eq. 3's minimum over permutations in every window (paper);
+  # True = the permutation L_cons chose for the clip, so each slot's direction head answers for
+  # the source that slot separates (the matching the evaluation uses).
+  lo.share_direction_permutation = False
 
   # ---------------------------------------------------------------- optimisation
   c.train = t = ml_collections.ConfigDict()
