@@ -37,6 +37,13 @@ VARIANTS = {
     # build shares the default's test clips, so the pairs compare), and a U-Net twice as wide.
     "asmp_large": ("ASMP, 1600 training clips", ["--config.data.builder_config=large"]),
     "asmp_wide": ("ASMP, U-Net width x0.25", ["--config.model.unet_width_mult=0.25"]),
+    # The direction loss matched once per clip by the consistency permutation (not eq. 3's
+    # per-window minimum), on 10 and 28 direction classes.
+    "asmp_share": ("ASMP, direction loss matched per clip",
+                   ["--config.loss.share_direction_permutation=True"]),
+    "asmp_dir28_share": ("ASMP, 28 classes, direction loss matched per clip",
+                         ["--config.model.num_direction_classes=28",
+                          "--config.loss.share_direction_permutation=True"]),
 }
 
 
