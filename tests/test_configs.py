@@ -35,3 +35,27 @@ def test_config_documents_its_command_and_validates(path):
   models.create_model(config.model)  # raises, naming the key, on an invalid model setting
   assert config.train.batch_size > 0 and config.train.num_train_steps > 0
   assert config.eval.val_batches >= 1
+
+
+def test_benchmark_variants_override_existing_keys():
+  """bench/synthetic_results.py's variants only set keys configs/synthetic.py has, to values of
+  the key's type (a typo there would fail only after a long build and training)."""
+  bench = _load(REPO / "bench" / "synthetic_results.py")
+  config = _load(REPO / "configs" / "synthetic.py").get_config()
+  assert bench.VARIANTS
+  for name, (_, overrides) in bench.VARIANTS.items():
+    for flag in overrides:
+      assert flag.startswith("--config."), (name, flag)
+      path, value = flag[len("--config."):].split("=", 1)
+      *parents, leaf = path.split(".")
+      node = config
+      for p in parents:
+        node = node[p]
+      assert leaf in node, (name, flag)
+      current = node[leaf]
+      if isinstance(current, bool):
+        assert value in ("True", "False", "true", "false"), (name, flag)
+      elif isinstance(current, (int, float)):
+        type(current)(value)  # raises on a malformed number
+      else:
+        assert isinstance(current, str), (name, flag)
