@@ -18,9 +18,10 @@ Direction accuracy (10 or 28 classes, whichever the model was trained for) count
 (auditory source, 1 s window) of every crop; slots are matched to sources per video by the
 permutation with the lowest consistency cross-entropy. The majority-vote baseline predicts the
 most frequent auditory-source label of the training split. ``direction_accuracy_<n>_any_order``
-matches slots to labels separately in every window instead, as eq. 3 and the training and
-validation ``acc_dir`` do: an upper bound that shows how much a head trained with per-window
-matching loses by not tying its answers to the sources (`direction_any_order`).
+matches slots to labels separately in every window instead, as eq. 3 does (and the training and
+validation ``acc_dir``, which also count the background slot, unless
+``config.loss.share_direction_permutation``): an upper bound that shows how much a head trained
+with per-window matching loses by not tying its answers to the sources (`direction_any_order`).
 Results go to ``<workdir>/eval_<split>.json`` and TensorBoard.
 """
 
@@ -153,8 +154,8 @@ def direction_any_order(dir_logits, dir_labels, dir_valid) -> tuple[int, int]:
   Eq. 3 matches slots to labels separately in every window, so a direction head trained with it
   only has to get each window's set of labels right, not which slot carries which. This counts,
   over the valid auditory label slots, the correct predictions under the best permutation of all
-  slots per window (the matching the training and validation ``acc_dir`` use; it looks at the
-  labels, so it is an upper bound, not a score). Returns ``(num_correct, num_counted)``.
+  slots per window (eq. 3's matching; it looks at the labels, so it is an upper bound, not a
+  score). Returns ``(num_correct, num_counted)``.
   """
   pred = dir_logits.argmax(-1)                                 # [..., S, Wd]
   keep = dir_valid.copy()
@@ -353,7 +354,7 @@ def main(argv=None) -> None:
     r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step)
   except (ValueError, inference.InferenceError) as e:
     raise SystemExit(f"error: {e}") from None
-  nd = next(k for k in r if k.startswith("direction_accuracy_") and k[19:].isdigit())
+  nd = next(k for k in r if k.removeprefix("direction_accuracy_").isdigit())
   maj = nd.replace("direction_accuracy", "majority_vote")
   print(f"{args.workdir} step {r['checkpoint_step']}, {r['split']}, {r['num_pairs']} pairs: "
         f"SDR model {r['model']['sdr']:.2f} / mixture {r['mixture']['sdr']:.2f} / IBM "
