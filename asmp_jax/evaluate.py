@@ -249,6 +249,9 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   nd = config.model.num_direction_classes
   results[f"direction_accuracy_{nd}"] = float(np.mean(pred == lab)) if len(lab) else float("nan")
   results["direction_count"] = int(len(lab))
+  # How often each class was predicted / is the label, over the counted windows.
+  results[f"direction_predicted_counts_{nd}"] = np.bincount(pred, minlength=nd).tolist()
+  results[f"direction_label_counts_{nd}"] = np.bincount(lab, minlength=nd).tolist()
   results[f"direction_accuracy_{nd}_any_order"] = (float(any_order[0] / any_order[1])
                                                    if any_order[1] else float("nan"))
   if train_labels is not None and len(lab):
