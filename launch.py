@@ -1,7 +1,8 @@
 """Trains and evaluates ASMP.
 
   python launch.py --config=configs/synthetic.py --workdir=runs/synthetic
-  python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/tiny --config.train.num_train_steps=20
+  python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/tiny \\
+      --config.train.num_train_steps=20
 
 Rerunning the same command resumes from the latest checkpoint in --workdir.
 """

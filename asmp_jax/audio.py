@@ -58,7 +58,10 @@ def _hann_np(win_length: int) -> np.ndarray:
 
 
 def hann_window(win_length: int = WIN, dtype=jnp.float32) -> jax.Array:
-  """Periodic Hann window ``0.5 - 0.5 cos(2 pi n / N)``, n = 0..N-1 (scipy ``get_window('hann')``)."""
+  """Periodic Hann window ``0.5 - 0.5 cos(2 pi n / N)``, n = 0..N-1.
+
+  The same as scipy's ``get_window('hann')``.
+  """
   return jnp.asarray(_hann_np(win_length), dtype=dtype)
 
 
@@ -108,7 +111,8 @@ def stft(
   length = wav.shape[-1]
   pad = n_fft // 2
   if pad_mode == "reflect" and length <= pad:
-    raise ValueError(f"stft: reflect padding needs more than n_fft // 2 = {pad} samples, got {length}")
+    raise ValueError(f"stft: reflect padding needs more than n_fft // 2 = {pad} samples, "
+                     f"got {length}")
   if pad_mode not in ("reflect", "constant"):
     raise ValueError(f"stft: pad_mode must be 'reflect' or 'constant', got {pad_mode!r}")
   widths = [(0, 0)] * (wav.ndim - 1) + [(pad, pad)]
@@ -176,7 +180,8 @@ def istft(
   """
   spec = jnp.asarray(spec)
   if spec.shape[-2] != n_fft // 2 + 1:
-    raise ValueError(f"istft: expected {n_fft // 2 + 1} frequency rows for n_fft={n_fft}, got spec {spec.shape}")
+    raise ValueError(f"istft: expected {n_fft // 2 + 1} frequency rows for n_fft={n_fft}, "
+                     f"got spec {spec.shape}")
   n_frames = spec.shape[-1]
   real_dtype = jnp.real(spec).dtype
   frames = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1)  # [..., T, n_fft]
@@ -208,7 +213,8 @@ def log_magnitude(mag: jax.Array, eps: float = 1e-10) -> jax.Array:
 # ------------------------------------------------------------------------------------------
 
 
-def warp_grid(out_rows: int = WARP_SIZE, in_rows: int = N_FREQ, inverse: bool = False) -> np.ndarray:
+def warp_grid(out_rows: int = WARP_SIZE, in_rows: int = N_FREQ,
+              inverse: bool = False) -> np.ndarray:
   """Fractional input rows sampled by the log-frequency warp (or its inverse).
 
   Rows are addressed with normalised coordinates in [-1, 1] where -1 is row 0 and +1 the last row
@@ -406,4 +412,5 @@ def spectrogram_features(wav: jax.Array, eps: float = 1e-10) -> dict[str, jax.Ar
   spec = stft(wav)
   mag = magnitude(spec)
   warped = log_freq_warp(mag)
-  return {"spec": spec, "mag": mag, "warped_mag": warped, "warped_log_mag": log_magnitude(warped, eps)}
+  return {"spec": spec, "mag": mag, "warped_mag": warped,
+          "warped_log_mag": log_magnitude(warped, eps)}

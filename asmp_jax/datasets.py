@@ -129,7 +129,9 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).")
-  flags.DEFINE_string("manual_dir", "", "Where the downloaded files are (else config.data.manual_dir).")
-  flags.DEFINE_integer("workers", 0, "Worker processes for real data sets (0: the builder's default).")
+  flags.DEFINE_string("manual_dir", "",
+                      "Where the downloaded files are (else config.data.manual_dir).")
+  flags.DEFINE_integer("workers", 0,
+                       "Worker processes for real data sets (0: the builder's default).")
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -7,7 +7,8 @@
 * ``ASMP_COORDINATOR=host:port`` with ``ASMP_NUM_PROCESSES`` and ``ASMP_PROCESS_ID`` (GPU clusters
   without a scheduler JAX knows, or several local processes in tests). On CPU the collectives
   default to gloo (``ASMP_CPU_COLLECTIVES`` to change it);
-* Cloud TPU / GKE environment variables (``TPU_WORKER_HOSTNAMES``, ``MEGASCALE_COORDINATOR_ADDRESS``).
+* Cloud TPU / GKE environment variables (``TPU_WORKER_HOSTNAMES``,
+  ``MEGASCALE_COORDINATOR_ADDRESS``).
 
 Otherwise training runs as a single process on the local devices.
 """

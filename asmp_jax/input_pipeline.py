@@ -19,7 +19,8 @@ Batch layout (leading axis B, U = 2 videos, S = 3 slots, N = 23 nodes, E = N(N-1
   and edge_mask bool [B, U, E];
   source_mask bool [B, U, S] (slots 0..1 auditory sources, slot 2 background, always valid);
   class_labels int32 [B, U, S] (background = K-1); dir_labels int32 and dir_valid bool [B, U, S, Wd]
-  (``dir_labels`` holds the class for ``config.model.num_direction_classes``); clip_index int32 [B, U].
+  (``dir_labels`` holds the class for ``config.model.num_direction_classes``);
+  clip_index int32 [B, U].
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def clip_view(ex: Example, start_window: int, gain: float, cfg: PairConfig) -> E
   labels[:a_max, in_clip] = np.asarray(ex[key])[wins[in_clip]].T
   valid_win = np.zeros((nd,), bool)
   valid_win[in_clip] = np.asarray(ex["window_valid"])[wins[in_clip]]
-  labels[a_max, :] = np.where(valid_win, graph_motion.BACKGROUND_CLASS(cfg.num_direction_classes), -1)
+  labels[a_max, :] = np.where(valid_win,
+                              graph_motion.BACKGROUND_CLASS(cfg.num_direction_classes), -1)
   dir_valid = (labels >= 0) & source_mask[:, None]
   return {
       "audio": crop.astype(np.float32),

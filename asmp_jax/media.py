@@ -163,7 +163,10 @@ def _ffmpeg_reason(e: Exception) -> str:
 
 
 def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
-  """Reads with libsndfile. Returns ([L, C] float32, sr); raises sf.LibsndfileError / RuntimeError."""
+  """Reads with libsndfile. Returns ([L, C] float32, sr).
+
+  Raises sf.LibsndfileError / RuntimeError.
+  """
   with sf.SoundFile(path) as f:
     sr = f.samplerate
     # Ask for float32 directly: libsndfile scales integer PCM to [-1, 1).
@@ -197,7 +200,8 @@ def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
     try:
       for frame in container.decode(stream):
         if resampler is None:
-          resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+          resampler = av.AudioResampler(format="fltp", layout=frame.layout.name,
+                                        rate=frame.sample_rate)
           sr = int(frame.sample_rate)
         for out in resampler.resample(frame):
           chunks.append(out.to_ndarray())
@@ -262,7 +266,8 @@ def load_audio(
       data, sr = _read_pyav_audio(path)
     except MediaError as e:
       if sf_error is not None and "cannot open" in e.problem:
-        raise MediaError(path, f"unreadable audio file (soundfile: {sf_error}; FFmpeg: {e.problem})") from e
+        raise MediaError(path, f"unreadable audio file (soundfile: {sf_error}; "
+                               f"FFmpeg: {e.problem})") from e
       raise
   if data.shape[0] == 0:
     raise MediaError(path, "audio has zero samples")
@@ -357,7 +362,8 @@ def write_wav(
 # conversion (and hence the encoded bytes) cannot depend on thread scheduling; FULL_CHR_H_INP /
 # FULL_CHR_H_INT filter chroma over all pixels instead of every other column, which cuts the
 # round-trip error on colour edges by about 3x (mean |error| 1.5 -> 0.44 on the test frames).
-_YUV_FLAGS = (av.video.reformatter.Interpolation.AREA | av.video.reformatter.Interpolation.ACCURATE_RND
+_YUV_FLAGS = (av.video.reformatter.Interpolation.AREA
+              | av.video.reformatter.Interpolation.ACCURATE_RND
               | av.video.reformatter.Interpolation.BITEXACT
               | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
 _RGB_FLAGS = (av.video.reformatter.Interpolation.BILINEAR
@@ -382,7 +388,8 @@ def _stream_fps(stream: Any) -> float:
   return float(rate) if rate else 0.0
 
 
-def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, float]:
+def read_video(path: str | os.PathLike[str],
+               max_frames: int | None = None) -> tuple[np.ndarray, float]:
   """Decodes the first video stream to RGB.
 
   Args:
@@ -436,7 +443,8 @@ def _check_frames(path: str, frames: np.ndarray) -> np.ndarray:
   if t == 0:
     raise MediaError(path, "no frames to write (T = 0)")
   if h % 2 or w % 2 or h == 0 or w == 0:
-    raise MediaError(path, f"frame height and width must be even and positive for yuv420p, got {h}x{w}")
+    raise MediaError(path, "frame height and width must be even and positive for yuv420p, "
+                           f"got {h}x{w}")
   return np.ascontiguousarray(frames)
 
 

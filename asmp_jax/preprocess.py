@@ -72,8 +72,8 @@ class PreprocessConfig:
                background_feature=g.get("background_feature", "zeros"))
 
 
-def select_sources(dets: Detections, auditory_class_ids: np.ndarray, max_sources: int = MAX_AUDITORY,
-                   min_score: float = 0.0) -> np.ndarray:
+def select_sources(dets: Detections, auditory_class_ids: np.ndarray,
+                   max_sources: int = MAX_AUDITORY, min_score: float = 0.0) -> np.ndarray:
   """Class ids of the clip's auditory sources, most confident first (at most ``max_sources``)."""
   is_aud = np.isin(dets.label, auditory_class_ids) & (dets.score >= min_score)
   if not is_aud.any():
@@ -126,14 +126,16 @@ def precomputed_features(dets: Detections, node_det: np.ndarray, ref_dets: np.nd
   if dets.feature is None:
     raise PreprocessError("feature_extractor 'precomputed' needs detections with region features")
   if background not in BACKGROUND_FEATURES:
-    raise ValueError(f"background_feature: expected one of {BACKGROUND_FEATURES}, got {background!r}")
+    raise ValueError(f"background_feature: expected one of {BACKGROUND_FEATURES}, "
+                     f"got {background!r}")
   feats = dets.feature
   node_det = np.asarray(node_det, np.int64).reshape(-1)
   ref_dets = np.asarray(ref_dets, np.int64).reshape(-1)
   if background_feature is not None:
     bg = np.asarray(background_feature, np.float32).reshape(-1)
     if bg.shape != (feats.shape[1],):
-      raise PreprocessError(f"background feature has shape {bg.shape}, expected ({feats.shape[1]},)")
+      raise PreprocessError(f"background feature has shape {bg.shape}, "
+                            f"expected ({feats.shape[1]},)")
   elif background == "mean" and len(ref_dets):
     bg = feats[ref_dets].mean(0)
   else:
@@ -195,8 +197,8 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
                           f"frames {frames.shape}")
   if cfg.edge_mode not in ("chamfer", "equal"):
     raise PreprocessError(f"edge_mode {cfg.edge_mode!r}: the stored dense adjacency holds one "
-                          "weight per node pair ('chamfer' or 'equal'); the multiscale-Chamfer ablation "
-                          "is config.model.graph_mode='multiscale' on chamfer data")
+                          "weight per node pair ('chamfer' or 'equal'); the multiscale-Chamfer "
+                          "ablation is config.model.graph_mode='multiscale' on chamfer data")
   l, nw, a_max = cfg.window_frames, cfg.num_windows, MAX_AUDITORY
   auditory_class_ids = np.asarray(auditory_class_ids, np.int32)
   sources = select_sources(dets, auditory_class_ids, a_max, cfg.min_auditory_score)

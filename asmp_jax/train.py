@@ -312,7 +312,7 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint), evaluating periodically.
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint; evaluates periodically.
 
   Returns the final train state.
   """

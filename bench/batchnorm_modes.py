@@ -5,8 +5,8 @@ fixed, seeded batches of validation pairs (``--seed``; no augmentation), and com
 twice on each batch: as the trainer's evaluation does (``train=False``: BatchNorm normalises with
 the running statistics saved in the checkpoint) and with ``train=True`` (each batch normalised
 with its own statistics, as in training; the updated statistics are discarded). A large gap
-means the model relies on within-batch statistics that the running averages do not reproduce at inference. The same is
-printed for ``--batches`` batches of training pairs, as a reference.
+means the model relies on within-batch statistics that the running averages do not reproduce at
+inference. The same is printed for ``--batches`` batches of training pairs, as a reference.
 
   python bench/batchnorm_modes.py --workdir=runs/synthetic --batches=8
 """

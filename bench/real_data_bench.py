@@ -23,10 +23,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests"))
 import test_real_data as fx  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from asmp_data import avsgs_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from asmp_data import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    avsgs_format as fmt)
 from asmp_data import real_common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top,wrong-import-position
-from asmp_data.ave import ave_dataset_builder as ave  # pylint: disable=g-import-not-at-top,wrong-import-position
+from asmp_data.asiw import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    asiw_dataset_builder as asiw)
+from asmp_data.ave import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    ave_dataset_builder as ave)
 from asmp_jax import media  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _H = flags.DEFINE_integer("height", 240, "Raw video height.")
@@ -44,7 +47,8 @@ def _raw_video(root: str, h: int, w: int, rng) -> None:
   os.makedirs(f"{root}/detections")
   tex = cv2.GaussianBlur((rng.uniform(size=(h, w + 200, 3)) * 255).astype(np.uint8), (7, 7), 2)
   frames = np.stack([tex[:, int(0.6 * i):int(0.6 * i) + w] for i in range(250)])
-  media.write_video(f"{root}/AVE/v1.mp4", frames, 25.0, audio=(fx._tone(440), fx.SR))  # pylint: disable=protected-access
+  media.write_video(f"{root}/AVE/v1.mp4", frames, 25.0,
+                    audio=(fx._tone(440), fx.SR))  # pylint: disable=protected-access
   boxes = np.zeros((80, 20, 4), np.float32)
   for j in range(20):
     boxes[:, j] = [w * 0.03 * j, h * 0.02 * j, w * (0.25 + 0.03 * j), h * (0.5 + 0.02 * j)]

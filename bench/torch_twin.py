@@ -111,7 +111,8 @@ def warp_rows(x: Tensor, out_rows: int = audio_lib.WARP_SIZE) -> Tensor:
 
 
 class UNetTwin(nn.Module):
-  """Co-Separation's 7-layer conditioned U-Net. ``(spec [B, H, W], cond [B, C, E]) -> [B, C, H, W]``.
+  """Co-Separation's 7-layer conditioned U-Net.
+  ``(spec [B, H, W], cond [B, C, E]) -> [B, C, H, W]``.
 
   Attributes follow `asmp_jax.models.unet.ConditionedUNet`; module names mirror its Flax names
   (``down1..7``, ``down1_bn..``, ``up1..7``, ``up1_bn..up6_bn``).
@@ -446,7 +447,8 @@ def permutation_match(logits: Tensor, labels: Tensor, valid: Tensor,
   return per_perm.min(dim=-1).values
 
 
-def total_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], lambdas: Mapping[str, float],
+def total_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
+               lambdas: Mapping[str, float],
                mask_target: str = "ibm") -> tuple[Tensor, dict[str, Tensor]]:
   """Eq. 4 (as `asmp_jax.losses.total_loss`, per-window direction permutations).
 

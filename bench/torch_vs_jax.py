@@ -118,7 +118,8 @@ class JaxSide:
 
   def __init__(self, config, batch_np: dict[str, np.ndarray], weights_path: str):
     import jax  # pylint: disable=import-outside-toplevel
-    from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+    from jax.sharding import (  # pylint: disable=import-outside-toplevel
+        NamedSharding, PartitionSpec as P)
     from asmp_jax import train  # pylint: disable=import-outside-toplevel
     from asmp_jax.models import asmp as asmp_model  # pylint: disable=import-outside-toplevel
     import functools  # pylint: disable=import-outside-toplevel
@@ -219,7 +220,8 @@ class TorchSide:
     self.batch = tt.to_torch(batch_np, self.device)
     self.info["first_loss"] = float(tt.train_step(self.twin, self.opt, self.batch, config))
     if count_flops:
-      from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=import-outside-toplevel
+      from torch.utils.flop_counter import (  # pylint: disable=import-outside-toplevel
+          FlopCounterMode)
       with FlopCounterMode(display=False) as counter:
         tt.train_step(self.twin, self.opt, self.batch, config)
       self.info["flops_train"] = float(counter.get_total_flops())
@@ -363,10 +365,12 @@ def summarise(results: list[dict[str, Any]], cli, load_before, load_after) -> tu
             f"{'/'.join(f'{x:.1f}' for x in load_after)} after. Model: unet_width_mult "
             f"{cli.width_mult}, cls_width {cli.cls_width}, {cli.repeats} alternating rounds per "
             f"figure, medians. Twin: "
-            f"{'encoder once (ablation)' if cli.encoder_once_twin else 'public-code style (mixture re-encoded per conditioning)'}.")
+            + ("encoder once (ablation)" if cli.encoder_once_twin
+               else "public-code style (mixture re-encoded per conditioning)")
+            + ".")
   md.append("")
-  md.append("| batch | step | ours median | twin median | speed-up (twin / ours) | ours FLOPs (XLA) "
-            "| twin FLOPs | ours achieved | peak RSS ours / twin |")
+  md.append("| batch | step | ours median | twin median | speed-up (twin / ours) | ours FLOPs "
+            "(XLA) | twin FLOPs | ours achieved | peak RSS ours / twin |")
   md.append("|---|---|---|---|---|---|---|---|---|")
   for res in results:
     b = res["batch"]

@@ -186,7 +186,8 @@ def read_region_features(path: str) -> tuple[np.ndarray, np.ndarray]:
     raise
   except Exception as e:  # h5py raises OSError/KeyError/... for corrupt files
     raise FormatError(path, f"unreadable HDF5 ({e}); expected {expected}") from e
-  if boxes.ndim != 3 or boxes.shape[-1] != 4 or feats.ndim != 3 or feats.shape[:2] != boxes.shape[:2]:
+  if (boxes.ndim != 3 or boxes.shape[-1] != 4 or feats.ndim != 3
+      or feats.shape[:2] != boxes.shape[:2]):
     raise FormatError(path, f"expected {expected}; found boxes {boxes.shape}, features "
                       f"{feats.shape}")
   return boxes, feats

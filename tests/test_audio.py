@@ -33,11 +33,13 @@ def test_constants_and_standard_crop_shape():
   feats = audio.spectrogram_features(_signal(audio.CROP))
   assert feats["mag"].shape == (512, 256)
   assert feats["warped_log_mag"].shape == (256, 256)
-  np.testing.assert_allclose(feats["warped_log_mag"], np.log(feats["warped_mag"] + 1e-10), rtol=1e-6)
+  np.testing.assert_allclose(feats["warped_log_mag"], np.log(feats["warped_mag"] + 1e-10),
+                             rtol=1e-6)
 
 
 def test_periodic_hann_matches_scipy():
-  np.testing.assert_allclose(audio.hann_window(1022, jnp.float32), scipy.signal.get_window("hann", 1022), atol=1e-7)
+  np.testing.assert_allclose(audio.hann_window(1022, jnp.float32),
+                             scipy.signal.get_window("hann", 1022), atol=1e-7)
 
 
 @pytest.mark.parametrize("length", [65535, 5000, 4097])
@@ -120,7 +122,8 @@ def test_warp_is_identity_on_constants_and_keeps_time_axis():
   np.testing.assert_allclose(w, 2.5, rtol=1e-6)
   # Linear functions of the row index are reproduced exactly (linear interpolation).
   ramp = jnp.broadcast_to(jnp.arange(512.0)[:, None], (512, 5)) * jnp.arange(1.0, 6.0)
-  np.testing.assert_allclose(audio.log_freq_warp(ramp), audio.warp_grid()[:, None] * np.arange(1.0, 6.0), rtol=1e-5)
+  np.testing.assert_allclose(audio.log_freq_warp(ramp),
+                             audio.warp_grid()[:, None] * np.arange(1.0, 6.0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("f_bin", [12, 40, 150, 300])
@@ -152,7 +155,8 @@ def test_unwarp_warp_round_trip_on_smooth_envelope():
   """
   with jax.enable_x64(True):
     f = np.arange(512.0)[:, None]
-    env = np.exp(-f / 150.0) + 0.3 * np.cos(2 * np.pi * f / 400.0 + np.arange(4.0)) + 0.5  # [512, 4]
+    # [512, 4]
+    env = np.exp(-f / 150.0) + 0.3 * np.cos(2 * np.pi * f / 400.0 + np.arange(4.0)) + 0.5
     back = np.asarray(audio.log_freq_unwarp(audio.log_freq_warp(jnp.asarray(env))))
     assert back.shape == (512, 4)
     h = np.diff(audio.warp_grid()).max()
@@ -162,7 +166,8 @@ def test_unwarp_warp_round_trip_on_smooth_envelope():
     # A line one bin wide at high frequency falls between the warp's samples: not recoverable.
     line = np.zeros((512, 1))
     line[450] = 1.0
-    assert np.abs(np.asarray(audio.log_freq_unwarp(audio.log_freq_warp(jnp.asarray(line)))) - line).max() > 0.3
+    assert np.abs(np.asarray(audio.log_freq_unwarp(audio.log_freq_warp(jnp.asarray(line))))
+                  - line).max() > 0.3
 
 
 def test_warp_unwarp_round_trip_on_smooth_image():
@@ -268,7 +273,8 @@ def test_ratio_mask_clips():
 
 def test_apply_mask_keeps_mixture_phase():
   rng = np.random.default_rng(1)
-  mix_spec = (rng.standard_normal((512, 6)) + 1j * rng.standard_normal((512, 6))).astype(np.complex64)
+  mix_spec = (rng.standard_normal((512, 6))
+              + 1j * rng.standard_normal((512, 6))).astype(np.complex64)
   mask = rng.random((512, 6)).astype(np.float32) + 0.1
   out = np.asarray(audio.apply_mask(mask, mix_spec))
   assert out.dtype == np.complex64
@@ -290,7 +296,8 @@ def test_jit_and_vmap_match_unbatched_calls():
       np.testing.assert_allclose(feats_jit[key][i], single[key], rtol=1e-5, atol=1e-4)
       np.testing.assert_allclose(feats_vmap[key][i], single[key], rtol=1e-5, atol=1e-4)
   spec = feats_jit["spec"]
-  masks = jnp.stack([audio.ideal_binary_mask(jnp.stack([feats_jit["mag"][i], feats_jit["mag"][(i + 1) % 3]]))
+  masks = jnp.stack([audio.ideal_binary_mask(jnp.stack([feats_jit["mag"][i],
+                                                        feats_jit["mag"][(i + 1) % 3]]))
                      for i in range(3)])  # [3, 2, F, T]
   to_wav = jax.jit(functools.partial(audio.masks_to_waveforms, length=length))
   batched = to_wav(masks, spec)

@@ -262,7 +262,8 @@ def test_write_video_rejects_bad_input(tmp_path):
   with pytest.raises(media.MediaError, match="bad.mp4.*'no-such-codec'"):
     media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 10.0, codec="no-such-codec")
   with pytest.raises(media.MediaError, match="bad.mp4.*NaN"):
-    media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 10.0, audio=(np.full(10, np.nan), SR))
+    media.write_video(path, np.zeros((2, 32, 32, 3), np.uint8), 10.0,
+                      audio=(np.full(10, np.nan), SR))
   assert os.listdir(tmp_path) == []
 
 

@@ -88,7 +88,8 @@ def test_box_outside_frame_and_bad_inputs():
   frames, depth, flow = _clip()
   dets = Detections(np.array([0, 8]), np.array([[500, 500, 520, 520], [10, 10, 30, 30]],
                                                 np.float32), np.array([1, 1]), np.array([0.9, 0.9]))
-  ex = preprocess.preprocess_clip(frames, np.ones(50, np.float32) * 0.1, dets, depth, flow, AUD, CFG)
+  ex = preprocess.preprocess_clip(frames, np.ones(50, np.float32) * 0.1, dets, depth, flow,
+                                  AUD, CFG)
   assert np.isnan(ex["displacement"][0, 0]).all() and ex["dir10"][0, 0] == -1  # unknown, no crash
   assert ex["dir10"][1, 0] >= 0
   with pytest.raises(preprocess.PreprocessError, match="no audio"):

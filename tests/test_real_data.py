@@ -69,7 +69,8 @@ import av  # pylint: disable=g-import-not-at-top,wrong-import-position
 import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
 import h5py  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from asmp_data import avsgs_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from asmp_data import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    avsgs_format as fmt)
 from asmp_data import real_builder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_data import real_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_jax import media  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -101,8 +101,8 @@ def _bad_inputs(d):
       "zero-length video": ([f"--video={d}/zero_frames.mkv", f"--audio={d}/tone.wav"],
                             "zero_frames.mkv: "),
       "unsupported sample format": ([f"--video={d}/silent.mp4", f"--audio={d}/odd_format.wav"],
-                                    "odd_format.wav: the audio stream's codec (tag 'unknown') is not one "
-                                    "this FFmpeg build can decode"),
+                                    "odd_format.wav: the audio stream's codec (tag 'unknown') is "
+                                    "not one this FFmpeg build can decode"),
   }
 
 

@@ -151,7 +151,8 @@ def test_bucket_defaults_workdir_and_data_dir():
   launch = ["--config=configs/asiw.py", "--config.train.batch_size=48"]
   cfg = _cfg("--bucket=gs://my-bucket/", launch=launch)
   assert cfg.launch_args == (*launch, f"--workdir=gs://my-bucket/runs/{NAME}")
-  assert ts.run_env(cfg) == [("ASMP_DISTRIBUTED", "1"), ("TFDS_DATA_DIR", "gs://my-bucket/tensorflow_datasets")]
+  assert ts.run_env(cfg) == [("ASMP_DISTRIBUTED", "1"),
+                             ("TFDS_DATA_DIR", "gs://my-bucket/tensorflow_datasets")]
   cfg = _cfg("--bucket=gs://my-bucket", "--data_dir=gs://other/tfds")
   assert cfg.launch_args == tuple(LAUNCH)  # an explicit --workdir is kept unchanged
   assert ts.run_env(cfg) == [("ASMP_DISTRIBUTED", "1"), ("TFDS_DATA_DIR", "gs://other/tfds")]

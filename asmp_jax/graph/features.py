@@ -129,7 +129,8 @@ def hog_color_features(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
   keep = np.asarray(keep)
   clipped = np.clip(boxes[keep], 0, [w, h, w, h])
-  layout = np.stack([(clipped[:, 0] + clipped[:, 2]) / (2 * w), (clipped[:, 1] + clipped[:, 3]) / (2 * h),
+  layout = np.stack([(clipped[:, 0] + clipped[:, 2]) / (2 * w),
+                     (clipped[:, 1] + clipped[:, 3]) / (2 * h),
                      (clipped[:, 2] - clipped[:, 0]) / w, (clipped[:, 3] - clipped[:, 1]) / h], -1)
   out[keep] = np.concatenate([hog(np.stack(patches) / 255.0), np.stack(hists), layout], -1)
   return out

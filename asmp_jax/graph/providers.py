@@ -10,7 +10,8 @@ small interface, :class:`Provider`, with implementations that need no weights:
 * :class:`PrecomputedFiles` reads documented files produced elsewhere (e.g. by Faster R-CNN, MiDaS
   and RAFT run on a GPU box): detections from HDF5 or npz, depth and flow from npy/npz.
 * :func:`opencv_flow` / :class:`OpenCVFlow`: dense DIS optical flow computed from decoded frames, a
-  classical stand-in for RAFT. :func:`flat_depth`: constant depth, the fallback without a depth model.
+  classical stand-in for RAFT. :func:`flat_depth`: constant depth, the fallback without a depth
+  model.
 
 File formats of :class:`PrecomputedFiles` (T frames, H x W pixels, D detections in all):
 
@@ -21,7 +22,8 @@ File formats of :class:`PrecomputedFiles` (T frames, H x W pixels, D detections 
   ``labels [T, M]``, ``scores [T, M]`` (missing labels -> -1, missing scores -> 1; rows whose box is
   all zeros are padding and dropped).
 ``depth`` (``.npy`` or ``.npz`` with key ``depth``): float [T, H, W], larger = farther.
-``flow`` (``.npy`` or ``.npz`` with key ``flow``): float [T, H, W, 2] forward flow t -> t+1 in pixels.
+``flow`` (``.npy`` or ``.npz`` with key ``flow``): float [T, H, W, 2] forward flow t -> t+1 in
+  pixels.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class Detections:
     n = len(self.frame)
     for name in ("box", "label", "score"):
       if len(getattr(self, name)) != n:
-        raise ProviderError(f"detections: {name} has {len(getattr(self, name))} rows, frame has {n}")
+        raise ProviderError(f"detections: {name} has {len(getattr(self, name))} rows, "
+                            f"frame has {n}")
     if self.feature is not None:
       self.feature = np.asarray(self.feature, np.float32).reshape(n, -1)
     if self.track is not None:

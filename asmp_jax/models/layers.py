@@ -60,11 +60,11 @@ gradient are untouched (chunking them measured no gain). Same value up to summat
 Max pooling
 -----------
 `max_pool_3x3s2` is the ResNet stem's 3x3 stride-2 max pool (padding 1) with a custom VJP. JAX
-differentiates ``reduce_window(max)`` through ``select_and_gather_add`` / ``select_and_scatter_add``,
-which XLA:CPU lowers to variadic reduce-windows carrying iota index arrays (0.7 s forward+backward
-for 24 x 128 x 128 x 64 on the dev CPU). The custom VJP records, per output, the index (0..8, in
-window order) of the first input equal to the maximum, and scatters the cotangent back with nine
-strided pads (0.17 s). Ties go to the first maximum in window order, as in
+differentiates ``reduce_window(max)`` through ``select_and_gather_add`` /
+``select_and_scatter_add``, which XLA:CPU lowers to variadic reduce-windows carrying iota index
+arrays (0.7 s forward+backward for 24 x 128 x 128 x 64 on the dev CPU). The custom VJP records, per
+output, the index (0..8, in window order) of the first input equal to the maximum, and scatters the
+cotangent back with nine strided pads (0.17 s). Ties go to the first maximum in window order, as in
 ``select_and_scatter_add`` with ``ge`` and PyTorch's ``max_pool2d``, so gradients are identical.
 """
 from __future__ import annotations

@@ -25,7 +25,8 @@ HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 def read_ave_split(path: str) -> list[tuple[str, str]]:
   """An AVE split/annotation file -> [(category, video id), ...] in file order."""
   if not os.path.isfile(path):
-    raise real_common.ManualDirError(f"{path}: AVE split file not found (expected lines '{HEADER}')")
+    raise real_common.ManualDirError(f"{path}: AVE split file not found "
+                                     f"(expected lines '{HEADER}')")
   out = []
   with open(path, encoding="utf-8-sig") as f:
     for n, line in enumerate(f, start=1):
