@@ -1,4 +1,4 @@
-"""A killed (SIGKILL) or preempted (SIGTERM) run resumes and ends exactly as an uninterrupted one."""
+"""A killed (SIGKILL) or preempted (SIGTERM) run resumes and ends exactly as an unbroken one."""
 import json
 import os
 import signal
