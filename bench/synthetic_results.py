@@ -10,6 +10,7 @@ process on this machine (training + evaluation, data set already built).
   python bench/synthetic_results.py --root=runs/table --variants=asmp,no_vision
   python bench/synthetic_results.py --root=runs/table --summarize_only     # table from workdirs
   python bench/synthetic_results.py --root=runs/table --summarize_only --class_overlap
+  python bench/synthetic_results.py --paired A/eval_test.json B/eval_test.json  # B - A per pair
 """
 from __future__ import annotations
 
@@ -183,6 +184,28 @@ def summarize(root: pathlib.Path, names: list[str], step: int | None = None) -> 
           f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} | {diff} |")
 
 
+def compare_pair_results(path_a: pathlib.Path, path_b: pathlib.Path) -> str:
+  """Markdown lines: two evaluations of the same test pairs (e.g. two checkpoints of one run).
+
+  Each run's mean SDR and gain over the mixture, and B − A per pair (mean ± s.e.). Refuses
+  evaluations of different pairs, or without per-source SDRs.
+  """
+  a, b = (json.loads(pathlib.Path(p).read_text()) for p in (path_a, path_b))
+  if a["pairs"] != b["pairs"]:
+    raise ValueError(f"{path_a} and {path_b} evaluate different test pairs")
+  rows, per_pair = [], []
+  for path, r in ((path_a, a), (path_b, b)):
+    model = per_pair_sdr(pathlib.Path(path).parent, r, steps=-1)
+    mixture = per_pair_sdr(pathlib.Path(path).parent, r, steps=-1, key="mixture")
+    if model is None or mixture is None:
+      raise ValueError(f"{path} records no per-source SDRs; re-evaluate it with "
+                       "python -m asmp_jax.evaluate")
+    per_pair.append(model)
+    rows.append(f"| {path} | {fmt(r['model']['sdr'])} | {mean_se(model - mixture)} |")
+  return "\n".join(["| evaluation | SDR | SDR − mixture per pair (± s.e.) |", "|---|---|---|",
+                    *rows, "", f"B − A per pair: {paired_difference(per_pair[1], per_pair[0])}"])
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--root", default="runs/table")
@@ -196,7 +219,13 @@ def main() -> None:
   parser.add_argument("--class_overlap", action="store_true",
                       help="also print each variant's gain on test pairs that share a sounding "
                       "class and on the others (reads the data set's test split)")
+  parser.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
+                      help="only compare two evaluation JSONs of the same test pairs (e.g. "
+                      "two checkpoints' eval_test*.json): each SDR and B - A per pair")
   args = parser.parse_args()
+  if args.paired:
+    print(compare_pair_results(*args.paired))
+    return
   names = [v for v in args.variants.split(",") if v]
   unknown = [v for v in names if v not in VARIANTS]
   if unknown:
