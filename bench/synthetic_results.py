@@ -66,17 +66,18 @@ def fmt(x) -> str:
   return "—" if x is None else f"{x:.2f}"
 
 
-def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int, key: str = "model"
+def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int | None, key: str = "model"
                  ) -> np.ndarray | None:
   """Mean SDR of each test pair (NaN where no source is valid), or None if not recorded.
 
   ``key``: "model", "mixture", "oracle_ibm" or "oracle_irm". Taken from ``eval_test.json``, or,
   for a workdir evaluated before per-source SDRs were recorded, from
-  ``python -m asmp_jax.evaluate --workdir=DIR --split=test`` of the final step.
+  ``python -m asmp_jax.evaluate --workdir=DIR --split=test`` of the final step ``steps`` (None:
+  no fallback).
   """
   per_source = results[key].get("sdr_per_source")
   later = workdir / f"eval_test_step{steps}.json"
-  if per_source is None and later.exists():
+  if per_source is None and steps is not None and later.exists():
     again = json.loads(later.read_text())
     if again["pairs"] == results["pairs"]:
       per_source = again[key].get("sdr_per_source")
@@ -195,8 +196,8 @@ def compare_pair_results(path_a: pathlib.Path, path_b: pathlib.Path) -> str:
     raise ValueError(f"{path_a} and {path_b} evaluate different test pairs")
   rows, per_pair = [], []
   for path, r in ((path_a, a), (path_b, b)):
-    model = per_pair_sdr(pathlib.Path(path).parent, r, steps=-1)
-    mixture = per_pair_sdr(pathlib.Path(path).parent, r, steps=-1, key="mixture")
+    model = per_pair_sdr(pathlib.Path(path).parent, r, steps=None)
+    mixture = per_pair_sdr(pathlib.Path(path).parent, r, steps=None, key="mixture")
     if model is None or mixture is None:
       raise ValueError(f"{path} records no per-source SDRs; re-evaluate it with "
                        "python -m asmp_jax.evaluate")
