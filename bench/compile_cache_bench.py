@@ -25,11 +25,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def build_tiny(data_dir: str) -> None:
-  code = ("from asmp_jax import config_lib, datasets\n"
-          "c = config_lib.base_config(); c.data.builder_config = 'tiny'\n"
-          f"c.data.data_dir = {data_dir!r}\n"
-          "datasets.prepare(datasets.get_builder(c.data))\n")
-  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+  from asmp_jax import config_lib, datasets  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.data.builder_config = "tiny"
+  config.data.data_dir = data_dir
+  datasets.prepare(datasets.get_builder(config.data))
 
 
 def timed_launch(workdir: str, data_dir: str, cache_dir: str | None) -> tuple[float, str]:

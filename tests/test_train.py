@@ -33,7 +33,8 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   # Direction figures agree with each other: the label counts give the majority vote, no class
   # can be right more often than it is both predicted and the label, and the any-order
   # matching can only find more correct answers than the consistency matching.
-  nd = [k for k in results if k.removeprefix("direction_accuracy_").isdigit()][0][-2:]
+  nd = next(k.removeprefix("direction_accuracy_") for k in results
+            if k.removeprefix("direction_accuracy_").isdigit())
   n = results["direction_count"]
   assert n > 0
   pred_counts = np.array(results[f"direction_predicted_counts_{nd}"])
