@@ -4,7 +4,9 @@
   python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/tiny \\
       --config.train.num_train_steps=20
 
-Rerunning the same command resumes from the latest checkpoint in --workdir.
+Rerunning the same command resumes from the latest checkpoint in --workdir. With
+--compilation_cache_dir=DIR (any directory, kept between runs) a resumed or repeated run loads its
+compiled programs instead of compiling them again.
 """
 
 from absl import app
@@ -16,6 +18,10 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "JAX persistent compilation cache directory, reused across runs (default: no cache, or "
+    "$JAX_COMPILATION_CACHE_DIR if set).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,6 +44,9 @@ def main(argv):
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
 
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if _CACHE_DIR.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
+    logging.info("JAX compilation cache: %s", _CACHE_DIR.value)
   distributed.initialize()
   logging.info("JAX process %d/%d, local devices %s, global device count %d",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())

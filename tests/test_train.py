@@ -90,8 +90,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp
   ok = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=3",
                   "--config.eval.num_pairs=0")
   assert ok.returncode == 0, ok.stdout[-3000:]
+  # This run compiles a new train step anyway (another learning rate), so it also checks that
+  # --compilation_cache_dir replaces the suite's shared cache: the new directory gets entries.
+  cache = tmp_path / "jax_cache"
   bad = run_launch(workdir, tiny_data_dir, "--config.train.learning_rate=1e38",
-                   "--config.train.num_train_steps=12", "--config.eval.num_pairs=0")
+                   "--config.train.num_train_steps=12", "--config.eval.num_pairs=0",
+                   f"--compilation_cache_dir={cache}", env={"JAX_COMPILATION_CACHE_DIR": ""})
   assert bad.returncode != 0
   assert "non-finite loss" in bad.stdout
   assert _ckpt_steps(workdir) == [3]
+  assert cache.is_dir() and any(cache.iterdir())
