@@ -567,34 +567,48 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
   ckpt_dir = train.workdir_path(workdir) / "checkpoints"
   if not ckpt_dir.exists():
     raise InferenceError(f"{workdir}: no checkpoints directory (train with launch.py first)")
-  mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
-  steps = list(mngr.all_steps())
-  if not steps:
-    raise InferenceError(f"{ckpt_dir}: no checkpoint found")
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
-    raise InferenceError(f"{ckpt_dir}: no checkpoint for step {step}; available: {sorted(steps)}")
-  model = asmp_model.create_model(config.model)
-  abstract = _abstract_variables(model, config)
-  sharding = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
-  target = {k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                            abstract.get(k, {})) for k in ("params", "batch_stats")}
-  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_handlers={"state": ocp.PyTreeCheckpointHandler()})
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True)))["state"]
-  except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-    raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
-                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
+    steps = list(mngr.all_steps())
+    if not steps:
+      raise InferenceError(f"{ckpt_dir}: no checkpoint found")
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise InferenceError(
+          f"{ckpt_dir}: no checkpoint for step {step}; available: {sorted(steps)}")
+    model = asmp_model.create_model(config.model)
+    abstract = _abstract_variables(model, config)
+    sharding = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
+    target = {k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                              abstract.get(k, {})) for k in ("params", "batch_stats")}
+    # Shapes are compared on the checkpoint's metadata before any array is read: a mismatch is
+    # named parameter by parameter, and no restore is started only to fail half way.
+    try:
+      saved = getattr(mngr.item_metadata(step)["state"], "tree", None) or {}
+      saved = {k: saved.get(k, {}) for k in target}
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+      raise InferenceError(f"{ckpt_dir}/{step}: unreadable checkpoint metadata "
+                           f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
+    want = _flat_shapes(target)
+    got = {k: tuple(m.shape) for k, m in
+           ((jax.tree_util.keystr(p), m) for p, m in jax.tree_util.tree_flatten_with_path(
+               saved, is_leaf=lambda x: hasattr(x, "shape"))[0])}
+    diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}" for k, v in want.items()
+             if got.get(k) != v]
+    if diffs:
+      raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
+                           f"({len(diffs)} parameters differ): " + "; ".join(diffs[:3]))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True)))["state"]
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+      raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
+                           f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
   finally:
     mngr.close()
-  want, got = _flat_shapes(target), _flat_shapes(restored)
-  diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}" for k, v in want.items()
-           if got.get(k) != v]
-  if diffs:
-    raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE}: "
-                         + "; ".join(diffs[:3]))
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}, step
 
 

@@ -233,7 +233,10 @@ def test_missing_and_mismatched_checkpoints_are_refused(trained_tiny_workdir, tm
   config["model"]["embed_dim"] = 16
   with open(other / "config.json", "w") as f:
     json.dump(config, f)
-  with pytest.raises(inference.InferenceError, match="does not match config.json"):
+  # Named from the checkpoint's metadata, parameter by parameter, before any array is read.
+  with pytest.raises(inference.InferenceError,
+                     match=r"does not match config.json \(\d+ parameters differ\): "
+                           r"\['params'\].*checkpoint \(\d+, \d+\) vs config"):
     inference.Separator.from_checkpoint(str(other))
   # The audio-only baseline needs ground-truth labels: refused for video files.
   with open(workdir + "/config.json") as f:
