@@ -22,7 +22,9 @@ matches slots to labels separately in every window instead, as eq. 3 does (and t
 validation ``acc_dir``, which also count the background slot, unless
 ``config.loss.share_direction_permutation``): an upper bound that shows how much a head trained
 with per-window matching loses by not tying its answers to the sources (`direction_any_order`).
-Results go to ``<workdir>/eval_<split>.json`` and TensorBoard.
+Results go to TensorBoard and, from launch.py's evaluation at the end of training, to
+``<workdir>/eval_<split>.json``; ``python -m asmp_jax.evaluate`` writes
+``<workdir>/eval_<split>_step<step>.json`` for the checkpoint it restored.
 """
 
 from __future__ import annotations

@@ -191,6 +191,11 @@ def compare_pair_results(path_a: pathlib.Path, path_b: pathlib.Path) -> str:
   Each run's mean SDR and gain over the mixture, and B − A per pair (mean ± s.e.). Refuses
   evaluations of different pairs, or without per-source SDRs.
   """
+  missing = [str(p) for p in (path_a, path_b) if not pathlib.Path(p).is_file()]
+  if missing:
+    raise FileNotFoundError(
+        f"no evaluation JSON at {missing} (launch.py writes WORKDIR/eval_test.json; "
+        "python -m asmp_jax.evaluate writes WORKDIR/eval_test_stepN.json)")
   a, b = (json.loads(pathlib.Path(p).read_text()) for p in (path_a, path_b))
   if a["pairs"] != b["pairs"]:
     raise ValueError(f"{path_a} and {path_b} evaluate different test pairs")
@@ -225,7 +230,10 @@ def main() -> None:
                       "two checkpoints' eval_test*.json): each SDR and B - A per pair")
   args = parser.parse_args()
   if args.paired:
-    print(compare_pair_results(*args.paired))
+    try:
+      print(compare_pair_results(*args.paired))
+    except (FileNotFoundError, ValueError) as e:
+      sys.exit(str(e))
     return
   names = [v for v in args.variants.split(",") if v]
   unknown = [v for v in names if v not in VARIANTS]

@@ -59,3 +59,5 @@ def test_paired_comparison_refuses_different_pairs_and_missing_per_source(tmp_pa
   c.write_text(json.dumps(old))
   with pytest.raises(ValueError, match="no per-source SDRs"):
     bench.compare_pair_results(a, c)
+  with pytest.raises(FileNotFoundError, match="no evaluation JSON at .*eval_test_step7.json"):
+    bench.compare_pair_results(a, tmp_path / "b" / "eval_test_step7.json")
