@@ -38,6 +38,9 @@ VARIANTS = {
     # build shares the default's test clips, so the pairs compare), and a U-Net twice as wide.
     "asmp_large": ("ASMP, 1600 training clips", ["--config.data.builder_config=large"]),
     "asmp_wide": ("ASMP, U-Net width x0.25", ["--config.model.unet_width_mult=0.25"]),
+    "asmp_wide_large": ("ASMP, U-Net width x0.25, 1600 training clips",
+                        ["--config.data.builder_config=large",
+                         "--config.model.unet_width_mult=0.25"]),
     # The direction loss matched once per clip by the consistency permutation (not eq. 3's
     # per-window minimum), on 10 and 28 direction classes.
     "asmp_share": ("ASMP, direction loss matched per clip",
