@@ -584,22 +584,22 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
     target = {k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                               abstract.get(k, {})) for k in ("params", "batch_stats")}
     # Shapes are compared on the checkpoint's metadata before any array is read: a mismatch is
-    # named parameter by parameter, and no restore is started only to fail half way.
+    # named parameter by parameter, and no restore is started only to fail half way. (Without
+    # metadata the restore below still refuses mismatched shapes, less legibly.)
     try:
-      saved = getattr(mngr.item_metadata(step)["state"], "tree", None) or {}
-      saved = {k: saved.get(k, {}) for k in target}
+      saved = getattr(mngr.item_metadata(step)["state"], "tree", None)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
       raise InferenceError(f"{ckpt_dir}/{step}: unreadable checkpoint metadata "
                            f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
-    want = _flat_shapes(target)
-    got = {k: tuple(m.shape) for k, m in
-           ((jax.tree_util.keystr(p), m) for p, m in jax.tree_util.tree_flatten_with_path(
-               saved, is_leaf=lambda x: hasattr(x, "shape"))[0])}
-    diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}" for k, v in want.items()
-             if got.get(k) != v]
-    if diffs:
-      raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
-                           f"({len(diffs)} parameters differ): " + "; ".join(diffs[:3]))
+    if saved is not None:
+      got = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
+             jax.tree_util.tree_flatten_with_path({k: saved.get(k, {}) for k in target},
+                                                  is_leaf=lambda x: hasattr(x, "shape"))[0]}
+      diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}"
+               for k, v in _flat_shapes(target).items() if got.get(k) != v]
+      if diffs:
+        raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
+                             f"({len(diffs)} parameters differ): " + "; ".join(diffs[:3]))
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
