@@ -25,11 +25,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def build_tiny(data_dir: str) -> None:
-  from asmp_jax import config_lib, datasets  # pylint: disable=g-import-not-at-top
-  config = config_lib.base_config()
-  config.data.builder_config = "tiny"
-  config.data.data_dir = data_dir
-  datasets.prepare(datasets.get_builder(config.data))
+  subprocess.run([sys.executable, "-m", "asmp_jax.datasets", "--config=configs/synthetic_tiny.py",
+                  f"--config.data.data_dir={data_dir}"], check=True, cwd=REPO)
 
 
 def timed_launch(workdir: str, data_dir: str, cache_dir: str | None) -> tuple[float, str]:

@@ -37,11 +37,9 @@ def shared_compilation_cache(tmp_path_factory):
 def tiny_data_dir(tmp_path_factory):
   """A TFDS data_dir holding the `asmp_synthetic/tiny` set (generated + preprocessed once)."""
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  code = ("from asmp_jax import config_lib, datasets\n"
-          "c = config_lib.base_config(); c.data.builder_config = 'tiny'\n"
-          f"c.data.data_dir = {data_dir!r}\n"
-          "datasets.prepare(datasets.get_builder(c.data))\n")
-  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+  subprocess.run([sys.executable, "-m", "asmp_jax.datasets", "--config=configs/synthetic_tiny.py",
+                  f"--config.data.data_dir={data_dir}"], check=True, cwd=REPO,
+                 capture_output=True)
   return data_dir
 
 
