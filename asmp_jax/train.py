@@ -270,6 +270,31 @@ def check_compatible(saved, current) -> None:
                         "--workdir or the same settings. Differences:\n  " + "\n  ".join(diffs))
 
 
+def resume_changes(saved, current, step: int) -> list[str]:
+  """The settings a resume at ``step`` changes, one line each ("key: saved -> now").
+
+  Only settings that leave the saved state's meaning alone can differ here (``check_compatible``
+  refuses the others). The learning-rate schedule is not part of the saved state but a function
+  of the config, so when its settings change the line for it gives the rate at ``step`` under
+  the saved and the current schedule.
+  """
+  saved_flat = _flatten(saved.to_dict())
+  cur_flat = _flatten(json.loads(current.to_json()))
+  lines = [f"{key}: {saved_flat.get(key)!r} -> {cur_flat.get(key)!r}"
+           for key in sorted(set(saved_flat) | set(cur_flat))
+           if saved_flat.get(key) != cur_flat.get(key)]
+  schedule_keys = ("train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor")
+  if any(saved_flat.get(k) != cur_flat.get(k) for k in schedule_keys):
+    try:
+      before = float(learning_rate_schedule(saved.train)(step))
+    except (AttributeError, KeyError, TypeError):  # a config from before these keys existed
+      before = None
+    now = float(learning_rate_schedule(current.train)(step))
+    lines.append(f"learning rate at step {step}: "
+                 f"{'unknown' if before is None else f'{before:.3g}'} -> {now:.3g}")
+  return lines
+
+
 class _StopFlag:
   """Set by SIGTERM (preemption): the loop saves at the next step boundary and exits cleanly."""
 
@@ -365,6 +390,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   latest = mngr.latest_step()
   if latest is not None:
     logging.info("Resuming from the checkpoint of step %d in %s.", latest, workdir)
+    changes = resume_changes(saved_config, config, latest) if saved_config is not None else []
+    if changes:
+      logging.warning("Resuming with settings changed since the checkpoint's run "
+                      "(config.json now holds the new ones):\n  %s", "\n  ".join(changes))
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, state_shardings)
     try:

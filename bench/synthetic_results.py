@@ -79,10 +79,10 @@ def per_pair_sdr(workdir: pathlib.Path, results: dict, steps: int | None, key: s
   no fallback).
   """
   per_source = results[key].get("sdr_per_source")
-  later = workdir / f"eval_test_step{steps}.json"
-  if per_source is None and steps is not None and later.exists():
-    again = json.loads(later.read_text())
-    if again["pairs"] == results["pairs"]:
+  if per_source is None and steps is not None:
+    later = workdir / f"eval_test_step{steps}.json"
+    again = json.loads(later.read_text()) if later.exists() else None
+    if again is not None and again["pairs"] == results["pairs"]:
       per_source = again[key].get("sdr_per_source")
   if per_source is None:
     return None

@@ -68,6 +68,7 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                       "--config.eval.num_pairs=0")
   assert second.returncode == 0, second.stdout[-3000:]
   assert "Resuming from the checkpoint of step 6" in second.stdout
+  assert "train.num_train_steps: 6 -> 8" in second.stdout  # the resume names what it changes
   assert "step 8/8" in second.stdout and "step 2/8" not in second.stdout
   assert _ckpt_steps(workdir)[-1] == 8
   # An incompatible model in the same workdir is refused with the differing key.
@@ -75,6 +76,25 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                      "--config.eval.num_pairs=0")
   assert third.returncode != 0
   assert "incompatible config" in third.stdout and "model.embed_dim" in third.stdout
+
+
+def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  saved = tiny.get_config()
+  saved.train.learning_rate, saved.train.lr_decay_every, saved.train.lr_decay_factor = 1e-3, 100, 0.1
+  saved = type(saved)(json.loads(saved.to_json()))  # as read back from config.json
+  same = type(saved)(saved.to_dict())
+  assert train.resume_changes(saved, same, 250) == []
+  longer = type(saved)(saved.to_dict())
+  longer.train.num_train_steps = saved.train.num_train_steps + 10
+  assert train.resume_changes(saved, longer, 250) == [
+      f"train.num_train_steps: {saved.train.num_train_steps} -> {longer.train.num_train_steps}"]
+  # Raising the decay interval at step 250 puts the rate back from 1e-5 to 1e-4.
+  later_decay = type(saved)(saved.to_dict())
+  later_decay.train.lr_decay_every = 200
+  assert train.resume_changes(saved, later_decay, 250) == [
+      "train.lr_decay_every: 100 -> 200", "learning rate at step 250: 1e-05 -> 0.0001"]
 
 
 def test_unknown_config_key_is_refused(tmp_path):
