@@ -256,15 +256,23 @@ def _flatten(d, prefix=""):
   return out
 
 
-def check_compatible(saved, current) -> None:
-  """Refuses to resume a run whose model/data settings differ from the saved ones."""
+def _config_differences(saved, current) -> dict[str, tuple[Any, Any]]:
+  """{flattened key: (saved value, current value)} for every setting that differs."""
   saved_flat = _flatten(saved.to_dict())
   cur_flat = _flatten(json.loads(current.to_json()))
-  diffs = []
-  for key in sorted(set(saved_flat) | set(cur_flat)):
-    if any(key == p or key.startswith(p + ".") for p in _STATE_DEFINING):
-      if saved_flat.get(key) != cur_flat.get(key):
-        diffs.append(f"{key}: checkpoint {saved_flat.get(key)!r} vs now {cur_flat.get(key)!r}")
+  return {key: (saved_flat.get(key), cur_flat.get(key))
+          for key in sorted(set(saved_flat) | set(cur_flat))
+          if saved_flat.get(key) != cur_flat.get(key)}
+
+
+def _state_defining(key: str) -> bool:
+  return any(key == p or key.startswith(p + ".") for p in _STATE_DEFINING)
+
+
+def check_compatible(saved, current) -> None:
+  """Refuses to resume a run whose model/data settings differ from the saved ones."""
+  diffs = [f"{key}: checkpoint {a!r} vs now {b!r}"
+           for key, (a, b) in _config_differences(saved, current).items() if _state_defining(key)]
   if diffs:
     raise TrainingError("the workdir holds a checkpoint from an incompatible config; use another "
                         "--workdir or the same settings. Differences:\n  " + "\n  ".join(diffs))
@@ -273,25 +281,21 @@ def check_compatible(saved, current) -> None:
 def resume_changes(saved, current, step: int) -> list[str]:
   """The settings a resume at ``step`` changes, one line each ("key: saved -> now").
 
-  Only settings that leave the saved state's meaning alone can differ here (``check_compatible``
-  refuses the others). The learning-rate schedule is not part of the saved state but a function
-  of the config, so when its settings change the line for it gives the rate at ``step`` under
-  the saved and the current schedule.
+  Settings that decide the saved state's shapes or meaning are left to ``check_compatible``,
+  which refuses them. The learning-rate schedule is not part of the saved state but a function
+  of the config, so when its settings change a last line gives the rate at ``step`` under the
+  saved and the current schedule.
   """
-  saved_flat = _flatten(saved.to_dict())
-  cur_flat = _flatten(json.loads(current.to_json()))
-  lines = [f"{key}: {saved_flat.get(key)!r} -> {cur_flat.get(key)!r}"
-           for key in sorted(set(saved_flat) | set(cur_flat))
-           if saved_flat.get(key) != cur_flat.get(key)]
-  schedule_keys = ("train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor")
-  if any(saved_flat.get(k) != cur_flat.get(k) for k in schedule_keys):
+  changed = {k: v for k, v in _config_differences(saved, current).items()
+             if not _state_defining(k)}
+  lines = [f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items()]
+  if changed.keys() & {"train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor"}:
     try:
-      before = float(learning_rate_schedule(saved.train)(step))
+      before = f"{float(learning_rate_schedule(saved.train)(step)):.3g}"
     except (AttributeError, KeyError, TypeError):  # a config from before these keys existed
-      before = None
+      before = "unknown"
     now = float(learning_rate_schedule(current.train)(step))
-    lines.append(f"learning rate at step {step}: "
-                 f"{'unknown' if before is None else f'{before:.3g}'} -> {now:.3g}")
+    lines.append(f"learning rate at step {step}: {before} -> {now:.3g}")
   return lines
 
 
