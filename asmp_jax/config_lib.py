@@ -118,6 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.eval_every = 2_000
   t.checkpoint_every = 1_000
   t.max_to_keep = 3
+  # Workdir of another run whose latest checkpoint starts this one (model, optimizer state and
+  # step; not the data position), when this workdir has none: continues a run into a new
+  # workdir, e.g. on a larger build of the same data. "" = a fresh initialisation.
+  t.init_from = ""
   # Append each step's clip indices to <workdir>/examples_seen.jsonl (process 0): lets one check
   # that a resumed run sees exactly the examples an uninterrupted one would.
   t.record_examples = False

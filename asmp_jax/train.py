@@ -269,13 +269,18 @@ def _state_defining(key: str) -> bool:
   return any(key == p or key.startswith(p + ".") for p in _STATE_DEFINING)
 
 
-def check_compatible(saved, current) -> None:
-  """Refuses to resume a run whose model/data settings differ from the saved ones."""
+def check_compatible(saved, current, source: str = "") -> None:
+  """Refuses to resume a run whose model/data settings differ from the saved ones.
+
+  ``source``, when given, is the run ``config.train.init_from`` names (the message then says so).
+  """
   diffs = [f"{key}: checkpoint {a!r} vs now {b!r}"
            for key, (a, b) in _config_differences(saved, current).items() if _state_defining(key)]
   if diffs:
-    raise TrainingError("the workdir holds a checkpoint from an incompatible config; use another "
-                        "--workdir or the same settings. Differences:\n  " + "\n  ".join(diffs))
+    where = (f"--config.train.init_from={source} names a run with an incompatible config"
+             if source else "the workdir holds a checkpoint from an incompatible config; use "
+             "another --workdir or the same settings")
+    raise TrainingError(f"{where}. Differences:\n  " + "\n  ".join(diffs))
 
 
 def resume_changes(saved, current, step: int) -> list[str]:
@@ -297,6 +302,55 @@ def resume_changes(saved, current, step: int) -> list[str]:
     now = float(learning_rate_schedule(current.train)(step))
     lines.append(f"learning rate at step {step}: {before} -> {now:.3g}")
   return lines
+
+
+def check_init_source(source: str, config) -> tuple[ml_collections.ConfigDict, int]:
+  """(saved config, latest step) of the run ``config.train.init_from`` names, once checked.
+
+  Refuses (TrainingError) a directory without config.json or checkpoints, a run whose settings
+  that define the state differ from ``config`` (``check_compatible``), and one whose latest
+  checkpoint is not before ``num_train_steps``. Called before anything is written to the new
+  workdir, so a refused start leaves it as it was.
+  """
+  saved = load_saved_config(source)
+  if saved is None:
+    raise TrainingError(f"--config.train.init_from={source}: no {CONFIG_FILE} there (expected "
+                        "the workdir of a launch.py run)")
+  check_compatible(saved, config, source=source)
+  ckpt_dir = workdir_path(source) / "checkpoints"
+  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if (
+      ckpt_dir.exists()) else []
+  if not steps:
+    raise TrainingError(f"--config.train.init_from={source}: no checkpoint in {ckpt_dir}")
+  if steps[-1] >= config.train.num_train_steps:
+    raise TrainingError(f"--config.train.init_from={source}: its checkpoint is at step "
+                        f"{steps[-1]}, not before num_train_steps={config.train.num_train_steps}; "
+                        "raise --config.train.num_train_steps")
+  return saved, steps[-1]
+
+
+def restore_init_state(source: str, step: int, saved, config, target) -> Any:
+  """The train state of checkpoint ``step`` of the run in ``source`` (``config.train.init_from``).
+
+  Model, BatchNorm statistics, optimizer state and step are restored (the learning-rate schedule
+  continues from that step); the data-iterator position is not, so the new run may read another
+  build of the data (more clips) from its start. The settings that differ from ``saved`` (the
+  source's config) are logged as a resume logs them.
+  """
+  src = ocp.CheckpointManager(workdir_path(source) / "checkpoints",
+                              options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    restored = src.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  except (ValueError, KeyError) as e:
+    raise TrainingError(f"checkpoint {step} in {source} does not match this config "
+                        f"({type(e).__name__}: {e})") from e
+  finally:
+    src.close()
+  changes = resume_changes(saved, config, step)
+  logging.info("Initialised from the checkpoint of step %d in %s (model, optimizer state and "
+               "step; the data iterator starts afresh).%s", step, source,
+               "".join(f"\n  {line}" for line in changes))
+  return restored["state"]
 
 
 class _StopFlag:
@@ -388,10 +442,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   saved_config = load_saved_config(workdir)
   if saved_config is not None:
     check_compatible(saved_config, config)
-  save_config(workdir, config)
-  save_dataset_meta(workdir, meta)
   mngr = checkpoint_manager(workdir, config)
   latest = mngr.latest_step()
+  init_source = None  # (saved config, step) of the run config.train.init_from names
+  if latest is None and config.train.init_from:
+    init_source = check_init_source(config.train.init_from, config)
+  save_config(workdir, config)
+  save_dataset_meta(workdir, meta)
   if latest is not None:
     logging.info("Resuming from the checkpoint of step %d in %s.", latest, workdir)
     changes = resume_changes(saved_config, config, latest) if saved_config is not None else []
@@ -408,6 +465,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       raise TrainingError(f"checkpoint {latest} in {workdir} does not match this config "
                           f"({type(e).__name__}: {e})") from e
     state = restored["state"]
+    if config.train.init_from:
+      logging.info("The workdir has a checkpoint; --config.train.init_from=%s is not used.",
+                   config.train.init_from)
+  elif init_source is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+    state = restore_init_state(config.train.init_from, init_source[1], init_source[0],
+                               config, target)
   else:
     init = jax.jit(lambda b, r: create_train_state(config, model, tx, b, r),
                    out_shardings=state_shardings)
@@ -421,7 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    in_shardings=(state_shardings, batch_sharding))
 
   writer = summary.Writer(workdir, enabled=proc == 0)
-  if start_step == 0:
+  if latest is None:
     writer.hparams(config)
   stop = _StopFlag()
   stop.install()

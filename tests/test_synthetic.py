@@ -108,6 +108,31 @@ def test_files_are_byte_identical_across_runs_and_worker_counts(tmp_path):
   assert len({r["seed"] for r in one}) == 2
 
 
+def test_a_rerun_keeps_whole_clips_and_regenerates_the_rest(tmp_path, monkeypatch):
+  """A killed build's rerun (or a larger build over a smaller one's clips) redoes only what is
+  missing or was made with another seed or config, and ends with the same bytes."""
+  cfg = GeneratorConfig(duration_s=1.0)
+  first = generator.generate_split(tmp_path, "val", 3, seed=7, cfg=cfg)
+  split_dir = tmp_path / "val"
+  os.remove(split_dir / "val_00001.npz")  # a clip a killed build left without its last file
+  # A clip from another seed under the same name: regenerated, not kept.
+  generator.generate_split(tmp_path / "other", "val", 3, seed=8, cfg=cfg)
+  for ext in generator.EXTENSIONS:
+    os.replace(tmp_path / "other" / "val" / f"val_00002.{ext}", split_dir / f"val_00002.{ext}")
+  made = []
+  real = generator.generate_clip
+  monkeypatch.setattr(generator, "generate_clip",
+                      lambda seed, *a, **k: made.append(k["clip_id"]) or real(seed, *a, **k))
+  again = generator.generate_split(tmp_path, "val", 4, seed=7, cfg=cfg)
+  assert sorted(made) == ["val_00001", "val_00002", "val_00003"]
+  assert [r["sha256"] for r in again[:3]] == [r["sha256"] for r in first]
+  assert [r["sounding"] for r in again[:3]] == [r["sounding"] for r in first]
+  # Another generator config: nothing on disk is reused.
+  made.clear()
+  generator.generate_split(tmp_path, "val", 2, seed=7, cfg=GeneratorConfig(duration_s=2.0))
+  assert sorted(made) == ["val_00000", "val_00001"]
+
+
 def test_derived_seeds_depend_on_seed_split_and_index():
   seeds = {generator.derive_clip_seed(s, sp, i)
            for s in (0, 1) for sp in ("train", "test") for i in (0, 1)}

@@ -54,16 +54,18 @@ def test_empty_split_is_an_error(tmp_path):
     _build(tmp_path / "tfds", clips)
 
 
-def test_large_config_shares_the_default_validation_and_test_clips():
-  # Test-split results of models trained on "large" and "default" compare pair by pair only if
-  # the two configs generate the same validation and test clips: same seed, generator and
-  # preprocessing, and the same clip counts outside the training split.
+@pytest.mark.parametrize("name,factor", [("large", 4), ("xlarge", 8)])
+def test_larger_configs_share_the_default_validation_and_test_clips(name, factor):
+  # Test-split results of models trained on "large", "xlarge" and "default" compare pair by
+  # pair only if the configs generate the same validation and test clips: same seed, generator
+  # and preprocessing, and the same clip counts outside the training split (the training
+  # clips of the smaller builds are then the first ones of the larger).
   configs = {c.name: c for c in sdb.BUILDER_CONFIGS}
-  default, large = configs["default"], configs["large"]
-  assert large.num_train == 4 * default.num_train
+  default, larger = configs["default"], configs[name]
+  assert larger.num_train == factor * default.num_train
   for field in ("num_val", "num_test", "seed", "generator_overrides", "detections", "flow",
                 "feature_extractor"):
-    assert getattr(large, field) == getattr(default, field), field
+    assert getattr(larger, field) == getattr(default, field), field
 
 
 @pytest.mark.slow

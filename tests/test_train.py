@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -76,6 +77,30 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                      "--config.eval.num_pairs=0")
   assert third.returncode != 0
   assert "incompatible config" in third.stdout and "model.embed_dim" in third.stdout
+  # Another workdir starts from this run's latest checkpoint (step 8): the step carries over,
+  # and with a zero learning rate the parameters it saves at step 9 are the source's.
+  fork = str(tmp_path / "fork")
+  fourth = run_launch(fork, tiny_data_dir, f"--config.train.init_from={workdir}",
+                      "--config.train.num_train_steps=9", "--config.train.learning_rate=0.0",
+                      "--config.eval.num_pairs=0")
+  assert fourth.returncode == 0, fourth.stdout[-3000:]
+  assert f"Initialised from the checkpoint of step 8 in {workdir}" in fourth.stdout
+  assert "(from step 8)" in fourth.stdout and _ckpt_steps(fork) == [9]
+  from asmp_jax import inference  # pylint: disable=g-import-not-at-top
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  src_vars, _ = inference.restore_variables(workdir, train.load_saved_config(workdir), step=8)
+  fork_vars, _ = inference.restore_variables(fork, train.load_saved_config(fork), step=9)
+  leaves = zip(jax.tree.leaves(src_vars["params"]), jax.tree.leaves(fork_vars["params"]))
+  assert all(np.array_equal(a, b) for a, b in leaves)
+  # ... and refuses a source with another model, or one already at num_train_steps.
+  for args, message in ((("--config.model.embed_dim=16",), "model.embed_dim"),
+                        (("--config.train.num_train_steps=8",), "not before num_train_steps=8")):
+    bad_fork = tmp_path / "bad_fork"
+    bad = run_launch(str(bad_fork), tiny_data_dir, f"--config.train.init_from={workdir}",
+                     "--config.eval.num_pairs=0", *args)
+    assert bad.returncode != 0 and message in bad.stdout, bad.stdout[-2000:]
+    assert "init_from" in bad.stdout
+    assert not (bad_fork / "config.json").exists()  # refused before writing to the workdir
 
 
 def test_resume_changes_names_settings_and_the_learning_rate_it_changes():

@@ -10,6 +10,7 @@ documented in ``docs/synthetic.md`` and is a contract with the preprocessing cod
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import zlib
@@ -248,22 +249,55 @@ def write_clip(clip: Clip, out_dir: str | os.PathLike[str]) -> dict[str, str]:
   return paths
 
 
+def _existing_sidecar(out_dir: str, clip_id: str, clip_seed: int,
+                      cfg: GeneratorConfig) -> dict[str, Any] | None:
+  """The sidecar of a clip already on disk with this seed and config, or None.
+
+  Every file is written atomically, so a clip whose four files exist is whole; a clip a killed
+  build left with fewer files, or one made with another seed or generator config, is None
+  (and is generated again, overwriting what is there).
+  """
+  paths = [os.path.join(out_dir, f"{clip_id}.{ext}") for ext in EXTENSIONS]
+  if not all(os.path.isfile(p) for p in paths):
+    return None
+  try:
+    with open(paths[EXTENSIONS.index("json")], encoding="utf-8") as f:
+      sidecar = json.load(f)
+  except (OSError, ValueError):
+    return None
+  expected_cfg = json.loads(json.dumps(cfg.to_dict()))
+  if (not isinstance(sidecar, dict) or sidecar.get("seed") != clip_seed
+      or sidecar.get("generator_config") != expected_cfg):
+    return None
+  return sidecar
+
+
 def _make_and_write(task: tuple[str, str, int, int, GeneratorConfig]) -> dict[str, Any]:
-  """Worker: generates clip ``index`` of a split, writes it, returns its file record."""
+  """Worker: generates clip ``index`` of a split, writes it, returns its file record.
+
+  A clip already on disk with the same seed and generator config (a killed build's, or one
+  linked in from a build with the same seed) is kept as it is: generation is deterministic, so
+  it is the clip this call would write.
+  """
   out_dir, split, seed, index, cfg = task
   clip_seed = derive_clip_seed(seed, split, index)
-  clip = generate_clip(clip_seed, cfg, clip_id=f"{split}_{index:05d}", split=split)
-  paths = write_clip(clip, out_dir)
-  objects = clip.sidecar["objects"]
+  clip_id = f"{split}_{index:05d}"
+  sidecar = _existing_sidecar(out_dir, clip_id, clip_seed, cfg)
+  if sidecar is None:
+    clip = generate_clip(clip_seed, cfg, clip_id=clip_id, split=split)
+    write_clip(clip, out_dir)
+    sidecar = clip.sidecar
+  paths = [os.path.join(out_dir, f"{clip_id}.{ext}") for ext in EXTENSIONS]
+  objects = sidecar["objects"]
   return {
       "split": split,
       "index": index,
-      "clip_id": clip.clip_id,
+      "clip_id": clip_id,
       "seed": clip_seed,
       "sounding": [o["class_name"] for o in objects if o["sounding"]],
       "num_objects": len(objects),
-      "camera_moving": clip.sidecar["camera"]["moving"],
-      "sha256": {f"{split}/{os.path.basename(p)}": files.sha256(p) for p in paths.values()},
+      "camera_moving": sidecar["camera"]["moving"],
+      "sha256": {f"{split}/{os.path.basename(p)}": files.sha256(p) for p in paths},
   }
 
 
