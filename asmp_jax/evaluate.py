@@ -302,7 +302,8 @@ def spectrogram_image(mixture: np.ndarray, slots: np.ndarray) -> np.ndarray:
 
 
 def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int | None = None,
-                        step: int | None = None) -> dict[str, Any]:
+                        step: int | None = None,
+                        window_hop_s: float | None = None) -> dict[str, Any]:
   """Evaluates the checkpoint of a ``launch.py`` run directory with the protocol above.
 
   Args:
@@ -310,9 +311,12 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
     split: data split (default ``config.eval.split``).
     num_pairs: fixed pairs (default ``config.eval.num_pairs``).
     step: checkpoint step (default the latest).
+    window_hop_s: hop of the sliding window in seconds (default ``config.eval.window_hop_s``;
+      the public code uses 0.05).
 
   Returns:
-    The results dict; also written to ``<workdir>/eval_<split>_step<step>.json``.
+    The results dict; also written to ``<workdir>/eval_<split>_step<step>.json``, or
+    ``..._step<step>_hop<window_hop_s>.json`` when ``window_hop_s`` differs from the run's.
   """
   import types  # pylint: disable=g-import-not-at-top
   from asmp_jax import datasets, inference, train  # pylint: disable=g-import-not-at-top
@@ -325,8 +329,15 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
       config.eval.split = split
     if num_pairs is not None:
       config.eval.num_pairs = int(num_pairs)
+    suffix = ""
+    if window_hop_s is not None and float(window_hop_s) != config.eval.window_hop_s:
+      config.eval.window_hop_s = float(window_hop_s)
+      suffix = f"_hop{float(window_hop_s):g}"
   if config.eval.num_pairs < 1:
     raise ValueError("evaluate_checkpoint: num_pairs must be >= 1")
+  if config.eval.window_hop_s * config.data.sample_rate < 1:
+    raise ValueError(f"evaluate_checkpoint: window_hop_s={config.eval.window_hop_s} is under one "
+                     "sample")
   variables, ckpt_step = inference.restore_variables(workdir, config, step=step)
   model = asmp_model.create_model(config.model)
   builder = datasets.get_builder(config.data)
@@ -337,7 +348,7 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
                      config.eval.split, None, train_labels=train_labels, step=ckpt_step)
   results["checkpoint_step"] = int(ckpt_step)
   train.write_text_atomic(
-      train.workdir_path(workdir) / f"eval_{config.eval.split}_step{ckpt_step}.json",
+      train.workdir_path(workdir) / f"eval_{config.eval.split}_step{ckpt_step}{suffix}.json",
       json.dumps(results, indent=2))
   return results
 
@@ -352,11 +363,15 @@ def main(argv=None) -> None:
   parser.add_argument("--num_pairs", type=int, default=None,
                       help="default: the run's config.eval.num_pairs")
   parser.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
+  parser.add_argument("--window_hop_s", type=float, default=None,
+                      help="sliding-window hop in seconds (default: the run's "
+                      "config.eval.window_hop_s; the public code's is 0.05)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
   try:
-    r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step)
+    r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step,
+                            args.window_hop_s)
   except (ValueError, inference.InferenceError) as e:
     raise SystemExit(f"error: {e}") from None
   nd = next(k for k in r if k.removeprefix("direction_accuracy_").isdigit())

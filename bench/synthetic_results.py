@@ -41,6 +41,9 @@ VARIANTS = {
     "asmp_wide_large": ("ASMP, U-Net width x0.25, 1600 training clips",
                         ["--config.data.builder_config=large",
                          "--config.model.unet_width_mult=0.25"]),
+    "asmp_wide_xlarge": ("ASMP, U-Net width x0.25, 3200 training clips",
+                         ["--config.data.builder_config=xlarge",
+                          "--config.model.unet_width_mult=0.25"]),
     # The direction loss matched once per clip by the consistency permutation (not eq. 3's
     # per-window minimum), on 10 and 28 direction classes.
     "asmp_share": ("ASMP, direction loss matched per clip",

@@ -64,6 +64,18 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                        "--step=5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                       text=True, timeout=600)
   assert ev.returncode != 0 and "no checkpoint for step 5" in ev.stdout
+  # Another sliding-window hop goes to its own file; the same seeded pairs come first, and
+  # the mixture, averaged over any set of windows, is still the mixture.
+  ev = subprocess.run([sys.executable, "-m", "asmp_jax.evaluate", f"--workdir={workdir}",
+                       "--num_pairs=2", "--window_hop_s=0.5"], cwd=REPO, stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT, text=True, timeout=600)
+  assert ev.returncode == 0, ev.stdout[-3000:]
+  with open(os.path.join(workdir, "eval_test_step6_hop0.5.json")) as f:
+    hop = json.load(f)
+  assert hop["window_hop_s"] == 0.5 and results["window_hop_s"] != 0.5
+  assert hop["pairs"] == results["pairs"][:2]
+  np.testing.assert_allclose(hop["mixture"]["sdr_per_source"],
+                             results["mixture"]["sdr_per_source"][:2], atol=1e-6)
   # Run again with more steps: it resumes from step 6 instead of restarting.
   second = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=8",
                       "--config.eval.num_pairs=0")
