@@ -318,15 +318,18 @@ def check_init_source(source: str, config) -> tuple[ml_collections.ConfigDict, i
                         "the workdir of a launch.py run)")
   check_compatible(saved, config, source=source)
   ckpt_dir = workdir_path(source) / "checkpoints"
-  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if (
-      ckpt_dir.exists()) else []
-  if not steps:
+  step = None
+  if ckpt_dir.exists():
+    src = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = src.latest_step()
+    src.close()
+  if step is None:
     raise TrainingError(f"--config.train.init_from={source}: no checkpoint in {ckpt_dir}")
-  if steps[-1] >= config.train.num_train_steps:
-    raise TrainingError(f"--config.train.init_from={source}: its checkpoint is at step "
-                        f"{steps[-1]}, not before num_train_steps={config.train.num_train_steps}; "
-                        "raise --config.train.num_train_steps")
-  return saved, steps[-1]
+  if step >= config.train.num_train_steps:
+    raise TrainingError(f"--config.train.init_from={source}: its checkpoint is at step {step}, "
+                        f"not before num_train_steps={config.train.num_train_steps}; raise "
+                        "--config.train.num_train_steps")
+  return saved, step
 
 
 def restore_init_state(source: str, step: int, saved, config, target) -> Any:

@@ -134,6 +134,17 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
       "train.lr_decay_every: 100 -> 200", "learning rate at step 250: 1e-05 -> 0.0001"]
 
 
+def test_init_from_refuses_a_directory_that_is_not_a_run(tmp_path):
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  with pytest.raises(train.TrainingError, match="no config.json there"):
+    train.check_init_source(str(tmp_path / "missing"), config)
+  train.save_config(str(tmp_path), config)  # a config but no checkpoint yet
+  with pytest.raises(train.TrainingError, match="no checkpoint in"):
+    train.check_init_source(str(tmp_path), config)
+
+
 def test_unknown_config_key_is_refused(tmp_path):
   proc = run_launch(str(tmp_path / "run"), str(tmp_path / "nodata"), "--config.train.no_such_key=1")
   assert proc.returncode != 0
