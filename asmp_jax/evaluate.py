@@ -231,6 +231,10 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
     est["mixture"] = np.stack([mixture, mixture])
     for k, e in est.items():
       scores[k].append((ref, e))
+    done = pi + 1
+    if done < len(pairs) and done % max(1, len(pairs) // 10) == 0:
+      logging.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
+                   time.time() - t0)
     if pi < config.eval.num_audio_summaries:
       audio_examples.append((pi, mixture, est["model"], overlap_average(out["slot_est"], starts,
                                                                          length)))

@@ -70,6 +70,7 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                        "--num_pairs=2", "--window_hop_s=0.5"], cwd=REPO, stdout=subprocess.PIPE,
                       stderr=subprocess.STDOUT, text=True, timeout=600)
   assert ev.returncode == 0, ev.stdout[-3000:]
+  assert "evaluation on test: 1/2 pairs" in ev.stdout  # progress while it runs
   with open(os.path.join(workdir, "eval_test_step6_hop0.5.json")) as f:
     hop = json.load(f)
   assert hop["window_hop_s"] == 0.5 and results["window_hop_s"] != 0.5
