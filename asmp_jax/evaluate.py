@@ -44,6 +44,8 @@ from asmp_jax import audio as audio_lib
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
 
+_LOG = logging.getLogger(__name__)  # asmp_jax.evaluate
+
 
 def crop_starts(num_samples: int, crop: int, hop: int) -> np.ndarray:
   """Start samples of the sliding windows covering ``num_samples`` (the last one flush right)."""
@@ -233,7 +235,7 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
       scores[k].append((ref, e))
     done = pi + 1
     if done < len(pairs) and done % max(1, len(pairs) // 10) == 0:
-      logging.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
+      _LOG.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
                    time.time() - t0)
     if pi < config.eval.num_audio_summaries:
       audio_examples.append((pi, mixture, est["model"], overlap_average(out["slot_est"], starts,
@@ -283,7 +285,7 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
       for u in range(videos.shape[0]):
         writer.audio(step, f"eval_{split}/pair{pi}/video{u}", videos[u], sr)
       writer.image(step, f"eval_{split}/pair{pi}/spectrograms", spectrogram_image(mixture, slots))
-  logging.info("evaluation on %s (%d pairs, %.0f s): model SDR %.2f dB (mixture %.2f, IBM %.2f), "
+  _LOG.info("evaluation on %s (%d pairs, %.0f s): model SDR %.2f dB (mixture %.2f, IBM %.2f), "
                "direction acc %.3f", split, len(pairs), results["wall_time_s"],
                results["model"]["sdr"], results["mixture"]["sdr"], results["oracle_ibm"]["sdr"],
                results[f"direction_accuracy_{nd}"])
@@ -371,7 +373,11 @@ def main(argv=None) -> None:
                       help="sliding-window hop in seconds (default: the run's "
                       "config.eval.window_hop_s; the public code's is 0.05)")
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO)
+  # An import may have configured logging already: reset it, keep other libraries' INFO
+  # records (Orbax's) out, and show this module's progress.
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                      force=True)
+  _LOG.setLevel(logging.INFO)
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step,

@@ -22,6 +22,7 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   first = run_launch(workdir, tiny_data_dir)
   assert first.returncode == 0, first.stdout[-3000:]
   assert "step 6/6" in first.stdout
+  assert "evaluation on test (" in first.stdout  # the evaluation's summary line, in the run's log
   assert _ckpt_steps(workdir) == [3, 6]  # checkpoint_every=3, max_to_keep=2
   with open(os.path.join(workdir, "eval_test.json")) as f:
     results = json.load(f)
