@@ -236,7 +236,7 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
     done = pi + 1
     if done < len(pairs) and done % max(1, len(pairs) // 10) == 0:
       _LOG.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
-                   time.time() - t0)
+                time.time() - t0)
     if pi < config.eval.num_audio_summaries:
       audio_examples.append((pi, mixture, est["model"], overlap_average(out["slot_est"], starts,
                                                                          length)))
@@ -286,9 +286,9 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
         writer.audio(step, f"eval_{split}/pair{pi}/video{u}", videos[u], sr)
       writer.image(step, f"eval_{split}/pair{pi}/spectrograms", spectrogram_image(mixture, slots))
   _LOG.info("evaluation on %s (%d pairs, %.0f s): model SDR %.2f dB (mixture %.2f, IBM %.2f), "
-               "direction acc %.3f", split, len(pairs), results["wall_time_s"],
-               results["model"]["sdr"], results["mixture"]["sdr"], results["oracle_ibm"]["sdr"],
-               results[f"direction_accuracy_{nd}"])
+            "direction acc %.3f", split, len(pairs), results["wall_time_s"],
+            results["model"]["sdr"], results["mixture"]["sdr"], results["oracle_ibm"]["sdr"],
+            results[f"direction_accuracy_{nd}"])
   return results
 
 

@@ -309,8 +309,8 @@ def check_init_source(source: str, config) -> tuple[ml_collections.ConfigDict, i
 
   Refuses (TrainingError) a directory without config.json or checkpoints, a run whose settings
   that define the state differ from ``config`` (``check_compatible``), and one whose latest
-  checkpoint is not before ``num_train_steps``. Called before anything is written to the new
-  workdir, so a refused start leaves it as it was.
+  checkpoint is not before ``num_train_steps``. Called before the new workdir's config.json is
+  written, so a refused start leaves no config behind to refuse the next attempt.
   """
   saved = load_saved_config(source)
   if saved is None:

@@ -249,19 +249,19 @@ def write_clip(clip: Clip, out_dir: str | os.PathLike[str]) -> dict[str, str]:
   return paths
 
 
-def _existing_sidecar(out_dir: str, clip_id: str, clip_seed: int,
+def _existing_sidecar(paths: Mapping[str, str], clip_seed: int,
                       cfg: GeneratorConfig) -> dict[str, Any] | None:
-  """The sidecar of a clip already on disk with this seed and config, or None.
+  """The sidecar of a clip already on disk (``paths``: extension -> file) with this seed and
+  config, or None.
 
   Every file is written atomically, so a clip whose four files exist is whole; a clip a killed
   build left with fewer files, or one made with another seed or generator config, is None
   (and is generated again, overwriting what is there).
   """
-  paths = [os.path.join(out_dir, f"{clip_id}.{ext}") for ext in EXTENSIONS]
-  if not all(os.path.isfile(p) for p in paths):
+  if not all(os.path.isfile(p) for p in paths.values()):
     return None
   try:
-    with open(paths[EXTENSIONS.index("json")], encoding="utf-8") as f:
+    with open(paths["json"], encoding="utf-8") as f:
       sidecar = json.load(f)
   except (OSError, ValueError):
     return None
@@ -282,12 +282,12 @@ def _make_and_write(task: tuple[str, str, int, int, GeneratorConfig]) -> dict[st
   out_dir, split, seed, index, cfg = task
   clip_seed = derive_clip_seed(seed, split, index)
   clip_id = f"{split}_{index:05d}"
-  sidecar = _existing_sidecar(out_dir, clip_id, clip_seed, cfg)
+  paths = {ext: os.path.join(out_dir, f"{clip_id}.{ext}") for ext in EXTENSIONS}
+  sidecar = _existing_sidecar(paths, clip_seed, cfg)
   if sidecar is None:
     clip = generate_clip(clip_seed, cfg, clip_id=clip_id, split=split)
-    write_clip(clip, out_dir)
+    paths = write_clip(clip, out_dir)
     sidecar = clip.sidecar
-  paths = [os.path.join(out_dir, f"{clip_id}.{ext}") for ext in EXTENSIONS]
   objects = sidecar["objects"]
   return {
       "split": split,
@@ -297,7 +297,7 @@ def _make_and_write(task: tuple[str, str, int, int, GeneratorConfig]) -> dict[st
       "sounding": [o["class_name"] for o in objects if o["sounding"]],
       "num_objects": len(objects),
       "camera_moving": sidecar["camera"]["moving"],
-      "sha256": {f"{split}/{os.path.basename(p)}": files.sha256(p) for p in paths},
+      "sha256": {f"{split}/{os.path.basename(p)}": files.sha256(p) for p in paths.values()},
   }
 
 
