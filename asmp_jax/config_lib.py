@@ -111,6 +111,12 @@ def base_config() -> ml_collections.ConfigDict:
   t.learning_rate = 1e-4
   t.lr_decay_every = 15_000  # x0.1 every 15k steps
   t.lr_decay_factor = 0.1
+  # An explicit piecewise-constant rate instead of the three keys above, when lr_values is set:
+  # lr_values[0] until step lr_boundaries[0], lr_values[i] from lr_boundaries[i-1] until
+  # lr_boundaries[i], the last value after the last boundary (one value more than boundaries).
+  # Lets one config hold a schedule with warm restarts (configs/synthetic_wide.py).
+  t.lr_boundaries = ()
+  t.lr_values = ()
   t.weight_decay = 1e-4
   t.b1 = 0.9
   t.b2 = 0.999

@@ -567,8 +567,7 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
   ckpt_dir = train.workdir_path(workdir) / "checkpoints"
   if not ckpt_dir.exists():
     raise InferenceError(f"{workdir}: no checkpoints directory (train with launch.py first)")
-  mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  mngr = train.read_only_checkpoints(ckpt_dir, state_handler=ocp.PyTreeCheckpointHandler())
   try:
     steps = list(mngr.all_steps())
     if not steps:

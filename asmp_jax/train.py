@@ -62,9 +62,29 @@ class TrainState:
 
 
 def learning_rate_schedule(config_train) -> optax.Schedule:
-  """lr x ``lr_decay_factor`` every ``lr_decay_every`` steps (paper: 1e-4, x0.1 every 15k)."""
-  return optax.exponential_decay(config_train.learning_rate, config_train.lr_decay_every,
-                                 config_train.lr_decay_factor, staircase=True)
+  """The learning rate as a function of the step.
+
+  ``learning_rate`` x ``lr_decay_factor`` every ``lr_decay_every`` steps (paper: 1e-4, x0.1
+  every 15k), or, when ``lr_values`` is set, the piecewise-constant rate it and
+  ``lr_boundaries`` give (config_lib). Raises ValueError, naming the keys, on a malformed
+  piecewise schedule.
+  """
+  values = tuple(config_train.get("lr_values", ()) or ())
+  if not values:
+    return optax.exponential_decay(config_train.learning_rate, config_train.lr_decay_every,
+                                   config_train.lr_decay_factor, staircase=True)
+  bounds = tuple(config_train.get("lr_boundaries", ()) or ())
+  if (len(values) != len(bounds) + 1 or any(int(b) != b or b <= 0 for b in bounds)
+      or any(b <= a for a, b in zip(bounds, bounds[1:])) or any(not v >= 0 for v in values)):
+    raise ValueError(
+        f"config.train.lr_boundaries={bounds} and lr_values={values}: need increasing positive "
+        "integer step boundaries, one value more than boundaries, and non-negative rates")
+  values_arr = jnp.asarray(values, jnp.float32)
+  bounds_arr = jnp.asarray(bounds, jnp.int32)
+
+  def schedule(step):
+    return values_arr[jnp.searchsorted(bounds_arr, step, side="right")]
+  return schedule
 
 
 def create_optimizer(config_train) -> optax.GradientTransformation:
@@ -211,6 +231,21 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(workdir_path(workdir) / "checkpoints", options=options)
 
 
+def read_only_checkpoints(ckpt_dir, state_handler=None) -> ocp.CheckpointManager:
+  """A read-only manager of a run's checkpoints directory (evaluation, inference, init_from).
+
+  Both items a checkpoint holds are registered, the train state and the data iterator's
+  position, so that reading the state alone does not make Orbax warn that the "data" item
+  "could not be restored"; the options a read-only manager forces are set here for the same
+  reason. ``state_handler`` reads the state (default: the StandardCheckpointHandler that wrote
+  it; inference's partial restore passes a PyTreeCheckpointHandler).
+  """
+  options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+  return ocp.CheckpointManager(ckpt_dir, options=options, item_handlers={
+      "state": state_handler or ocp.StandardCheckpointHandler(),
+      "data": grain.checkpoint.CheckpointHandler()})
+
+
 def write_text_atomic(path: epath.Path, text: str) -> None:
   """Writes ``text`` to a temporary name and renames it (local or remote paths)."""
   tmp = path.parent / (path.name + ".tmp")
@@ -294,7 +329,8 @@ def resume_changes(saved, current, step: int) -> list[str]:
   changed = {k: v for k, v in _config_differences(saved, current).items()
              if not _state_defining(k)}
   lines = [f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items()]
-  if changed.keys() & {"train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor"}:
+  if changed.keys() & {"train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor",
+                       "train.lr_boundaries", "train.lr_values"}:
     try:
       before = f"{float(learning_rate_schedule(saved.train)(step)):.3g}"
     except (AttributeError, KeyError, TypeError):  # a config from before these keys existed
@@ -320,7 +356,7 @@ def check_init_source(source: str, config) -> tuple[ml_collections.ConfigDict, i
   ckpt_dir = workdir_path(source) / "checkpoints"
   step = None
   if ckpt_dir.exists():
-    src = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+    src = read_only_checkpoints(ckpt_dir)
     step = src.latest_step()
     src.close()
   if step is None:
@@ -340,8 +376,7 @@ def restore_init_state(source: str, step: int, saved, config, target) -> Any:
   build of the data (more clips) from its start. The settings that differ from ``saved`` (the
   source's config) are logged as a resume logs them.
   """
-  src = ocp.CheckpointManager(workdir_path(source) / "checkpoints",
-                              options=ocp.CheckpointManagerOptions(read_only=True))
+  src = read_only_checkpoints(workdir_path(source) / "checkpoints")
   try:
     restored = src.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   except (ValueError, KeyError) as e:
@@ -402,6 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   Returns the final train state.
   """
+  learning_rate_schedule(config.train)  # a malformed schedule is refused before any work
   workdir_path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))

@@ -59,3 +59,29 @@ def test_benchmark_variants_override_existing_keys():
         type(current)(value)  # raises on a malformed number
       else:
         assert isinstance(current, str), (name, flag)
+
+
+def test_synthetic_wide_is_the_measured_recipe():
+  """configs/synthetic_wide.py differs from configs/synthetic.py only in the settings of the run
+  docs/RESULTS.md measured ("3200 training clips"), and its schedule gives, at every step, the
+  learning rate that run's hand-set resumes gave (launch.py commands quoted there)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  base = _load(REPO / "configs" / "synthetic.py").get_config()
+  wide = _load(REPO / "configs" / "synthetic_wide.py").get_config()
+  assert set(train._config_differences(base, wide)) == {  # pylint: disable=protected-access
+      "data.builder_config", "model.unet_width_mult", "train.num_train_steps",
+      "train.lr_boundaries", "train.lr_values"}
+  assert (wide.data.builder_config, wide.model.unet_width_mult) == ("xlarge", 0.25)
+  # (first step, learning_rate, lr_decay_every) of each stage of the measured run.
+  stages = [(0, 1e-3, 1500), (4000, 1e-3, 2750), (6000, 1e-4, 7500), (8000, 1e-4, 9500)]
+  steps = np.arange(wide.train.num_train_steps)
+  expected = np.zeros(len(steps))
+  for first, lr, every in stages:
+    stage = base.train.copy_and_resolve_references()
+    stage.learning_rate, stage.lr_decay_every = lr, every
+    rates = np.asarray(train.learning_rate_schedule(stage)(steps))
+    expected[steps >= first] = rates[steps >= first]
+  got = np.asarray(train.learning_rate_schedule(wide.train)(steps))
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  assert got[0] == np.float32(1e-3) and got[-1] == np.float32(1e-5)

@@ -57,6 +57,8 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
                       text=True, timeout=600)
   assert ev.returncode == 0, ev.stdout[-3000:]
   assert "step 6, test" in ev.stdout
+  # Reading the state alone says nothing of the data iterator's item it leaves unread.
+  assert "could not be restored" not in ev.stdout and "setting create=False" not in ev.stdout
   with open(os.path.join(workdir, "eval_test_step6.json")) as f:
     again = json.load(f)
   assert again["pairs"] == results["pairs"] and again["checkpoint_step"] == 6
@@ -100,6 +102,7 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert fourth.returncode == 0, fourth.stdout[-3000:]
   assert f"Initialised from the checkpoint of step 8 in {workdir}" in fourth.stdout
   assert "(from step 8)" in fourth.stdout and _ckpt_steps(fork) == [9]
+  assert "could not be restored" not in fourth.stdout
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
   src_vars, _ = inference.restore_variables(workdir, train.load_saved_config(workdir), step=8)
@@ -134,6 +137,17 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   later_decay.train.lr_decay_every = 200
   assert train.resume_changes(saved, later_decay, 250) == [
       "train.lr_decay_every: 100 -> 200", "learning rate at step 250: 1e-05 -> 0.0001"]
+  # A piecewise schedule is a schedule change too.
+  piecewise = type(saved)(saved.to_dict())
+  piecewise.train.lr_boundaries, piecewise.train.lr_values = (200,), (1e-3, 2e-4)
+  assert train.resume_changes(saved, piecewise, 250) == [
+      "train.lr_boundaries: () -> (200,)", "train.lr_values: () -> (0.001, 0.0002)",
+      "learning rate at step 250: 1e-05 -> 0.0002"]
+  # A config.json from before the decay keys existed: its rate at the step cannot be computed.
+  old = type(saved)(saved.to_dict())
+  del old.train["lr_decay_every"]
+  assert train.resume_changes(old, later_decay, 250)[-1] == (
+      "learning rate at step 250: unknown -> 0.0001")
 
 
 def test_init_from_refuses_a_directory_that_is_not_a_run(tmp_path):
@@ -170,3 +184,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp
   assert "non-finite loss" in bad.stdout
   assert _ckpt_steps(workdir) == [3]
   assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_piecewise_learning_rate_and_its_refusals():
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  t = tiny.get_config().train
+  t.lr_boundaries, t.lr_values = (2, 5), (0.1, 0.01, 0.5)
+  rates = np.asarray(train.learning_rate_schedule(t)(np.arange(7)))
+  np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.01, 0.5, 0.5], rtol=1e-6)
+  t.lr_boundaries, t.lr_values = (), (0.25,)  # one value, no boundary: constant
+  assert float(train.learning_rate_schedule(t)(10**6)) == 0.25
+  for bounds, values in (((2, 5), (0.1, 0.01)), ((5, 2), (0.1, 0.01, 0.5)),
+                         ((0,), (0.1, 0.01)), ((2.5,), (0.1, 0.01)), ((2,), (0.1, -1.0))):
+    t.lr_boundaries, t.lr_values = bounds, values
+    with pytest.raises(ValueError, match="lr_boundaries"):
+      train.learning_rate_schedule(t)
