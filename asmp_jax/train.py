@@ -35,6 +35,7 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from asmp_jax import audio as audio_lib
+from asmp_jax import config_lib
 from asmp_jax import datasets
 from asmp_jax import input_pipeline
 from asmp_jax import losses
@@ -270,10 +271,12 @@ def save_dataset_meta(workdir: str, meta: dict[str, Any]) -> None:
 
 
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The run's config.json (None if there is none), with the keys added to the code since it was
+  written at their defaults, so that evaluating or restoring an older run works."""
   path = workdir_path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return _with_defaults(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 # Config sections whose values decide the shapes or the meaning of the saved state.
@@ -291,9 +294,29 @@ def _flatten(d, prefix=""):
   return out
 
 
+def _with_defaults(saved) -> ml_collections.ConfigDict:
+  """``saved`` with the keys it lacks (added to the code since it was written) at their
+  ``config_lib.base_config()`` defaults."""
+  merged = json.loads(config_lib.base_config().to_json())
+
+  def merge(into, new):
+    for k, v in new.items():
+      if isinstance(v, dict) and isinstance(into.get(k), dict):
+        merge(into[k], v)
+      else:
+        into[k] = v
+  merge(merged, saved.to_dict())
+  return ml_collections.ConfigDict(merged)
+
+
 def _config_differences(saved, current) -> dict[str, tuple[Any, Any]]:
-  """{flattened key: (saved value, current value)} for every setting that differs."""
-  saved_flat = _flatten(saved.to_dict())
+  """{flattened key: (saved value, current value)} for every setting that differs.
+
+  A key the saved config lacks (written before the key existed) counts as holding its
+  ``config_lib.base_config()`` default, which by convention keeps the behaviour from before the
+  key: resuming such a run with the key at its default is no change.
+  """
+  saved_flat = _flatten(_with_defaults(saved).to_dict())
   cur_flat = _flatten(json.loads(current.to_json()))
   return {key: (saved_flat.get(key), cur_flat.get(key))
           for key in sorted(set(saved_flat) | set(cur_flat))
@@ -332,8 +355,8 @@ def resume_changes(saved, current, step: int) -> list[str]:
   if changed.keys() & {"train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor",
                        "train.lr_boundaries", "train.lr_values"}:
     try:
-      before = f"{float(learning_rate_schedule(saved.train)(step)):.3g}"
-    except (AttributeError, KeyError, TypeError):  # a config from before these keys existed
+      before = f"{float(learning_rate_schedule(_with_defaults(saved).train)(step)):.3g}"
+    except (TypeError, ValueError):  # a saved schedule setting this code cannot evaluate
       before = "unknown"
     now = float(learning_rate_schedule(current.train)(step))
     lines.append(f"learning rate at step {step}: {before} -> {now:.3g}")

@@ -1,6 +1,7 @@
 """launch.py end to end on the tiny synthetic set: train, evaluate, checkpoint, resume, refuse."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -94,14 +95,17 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert third.returncode != 0
   assert "incompatible config" in third.stdout and "model.embed_dim" in third.stdout
   # Another workdir starts from this run's latest checkpoint (step 8): the step carries over,
-  # and with a zero learning rate the parameters it saves at step 9 are the source's.
+  # and with a zero learning rate at step 8 (a piecewise schedule given on the command line)
+  # the parameters it saves at step 9 are the source's.
   fork = str(tmp_path / "fork")
   fourth = run_launch(fork, tiny_data_dir, f"--config.train.init_from={workdir}",
-                      "--config.train.num_train_steps=9", "--config.train.learning_rate=0.0",
-                      "--config.eval.num_pairs=0")
+                      "--config.train.num_train_steps=9", "--config.train.lr_boundaries=(9,)",
+                      "--config.train.lr_values=(0.0,1.0)", "--config.eval.num_pairs=0")
   assert fourth.returncode == 0, fourth.stdout[-3000:]
   assert f"Initialised from the checkpoint of step 8 in {workdir}" in fourth.stdout
   assert "(from step 8)" in fourth.stdout and _ckpt_steps(fork) == [9]
+  assert re.search(r"learning rate at step 8: \S+ -> 0$", fourth.stdout,
+                   re.M), fourth.stdout[-2000:]
   assert "could not be restored" not in fourth.stdout
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
@@ -143,11 +147,26 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   assert train.resume_changes(saved, piecewise, 250) == [
       "train.lr_boundaries: () -> (200,)", "train.lr_values: () -> (0.001, 0.0002)",
       "learning rate at step 250: 1e-05 -> 0.0002"]
-  # A config.json from before the decay keys existed: its rate at the step cannot be computed.
+  # A config.json from before a key existed holds its default: resuming with the key at its
+  # default is no change, setting it is one.
   old = type(saved)(saved.to_dict())
-  del old.train["lr_decay_every"]
-  assert train.resume_changes(old, later_decay, 250)[-1] == (
-      "learning rate at step 250: unknown -> 0.0001")
+  del old.train["lr_boundaries"], old.train["lr_values"], old.train["init_from"]
+  assert train.resume_changes(old, same, 250) == []
+  assert train.resume_changes(old, piecewise, 250)[-1] == (
+      "learning rate at step 250: 1e-05 -> 0.0002")
+  # The same for a model key: absent means the default (no node BatchNorm), which this tiny
+  # config changes.
+  del old.model["node_batch_norm"]
+  with pytest.raises(train.TrainingError, match="model.node_batch_norm: checkpoint False"):
+    train.check_compatible(old, same)
+  no_norm = type(saved)(saved.to_dict())
+  no_norm.model.node_batch_norm = False
+  train.check_compatible(old, no_norm)
+  # A saved schedule this code cannot evaluate is reported, not fatal.
+  bad = type(saved)(saved.to_dict())
+  bad.train.lr_values = (1e-3,)
+  bad.train.lr_boundaries = (100,)  # one value short
+  assert train.resume_changes(bad, same, 250)[-1] == "learning rate at step 250: unknown -> 1e-05"
 
 
 def test_init_from_refuses_a_directory_that_is_not_a_run(tmp_path):
@@ -200,3 +219,20 @@ def test_piecewise_learning_rate_and_its_refusals():
     t.lr_boundaries, t.lr_values = bounds, values
     with pytest.raises(ValueError, match="lr_boundaries"):
       train.learning_rate_schedule(t)
+
+
+def test_a_config_json_from_before_a_key_existed_loads_with_the_default(tmp_path):
+  """Evaluation, inference and resumes read config.json through load_saved_config: keys added to
+  the code since a run was written come back at their defaults instead of failing."""
+  from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  written = json.loads(tiny.get_config().to_json())
+  del written["eval"]["window_hop_s"], written["model"]["graph_mode"]
+  (tmp_path / "config.json").write_text(json.dumps(written))
+  loaded = train.load_saved_config(str(tmp_path))
+  base = config_lib.base_config()
+  assert loaded.eval.window_hop_s == base.eval.window_hop_s
+  assert loaded.model.graph_mode == base.model.graph_mode
+  assert loaded.model.embed_dim == written["model"]["embed_dim"] != base.model.embed_dim
+  assert loaded.data.builder_config == "tiny"
