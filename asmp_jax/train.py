@@ -596,9 +596,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       scalars["examples_per_sec"] = rate * config.train.batch_size
       writer.scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       eta = (num_steps - step) / max(rate, 1e-9)
-      logging.info("step %d/%d  loss %.4f  cyc %.4f  cons %.4f  dir %.4f  %.2f steps/s  ETA %s",
-                   step, num_steps, scalars["loss"], scalars.get("loss_cyc", np.nan),
-                   scalars.get("loss_cons", np.nan), scalars.get("loss_dir", np.nan), rate,
+      logging.info("step %d/%d  loss %.4f  cyc %.4f  cons %.4f  dir %.4f  lr %.3g  %.2f steps/s"
+                   "  ETA %s", step, num_steps, scalars["loss"], scalars.get("loss_cyc", np.nan),
+                   scalars.get("loss_cons", np.nan), scalars.get("loss_dir", np.nan),
+                   float(history[-1]["learning_rate"]), rate,
                    time.strftime("%H:%M:%S", time.gmtime(eta)))
       history, t_last, steps_since = [], now, 0
     if step % config.train.eval_every == 0 or step == num_steps:

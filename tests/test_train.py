@@ -106,6 +106,7 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert "(from step 8)" in fourth.stdout and _ckpt_steps(fork) == [9]
   assert re.search(r"learning rate at step 8: \S+ -> 0$", fourth.stdout,
                    re.M), fourth.stdout[-2000:]
+  assert re.search(r"step 9/9 .* lr 0 ", fourth.stdout), fourth.stdout[-2000:]  # step 8's update
   assert "could not be restored" not in fourth.stdout
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
