@@ -2,12 +2,13 @@
 
   python launch.py --config=configs/synthetic_wide.py --workdir=runs/synthetic_wide
 
-That single run (about 5 h of training on a 2-core CPU, plus ~50 min to build the `xlarge` data
-on first use) has not been measured. What was measured (docs/RESULTS.md, "3200 training clips":
-+5.99 dB SDR over the mixture on the test split with the 1 s evaluation hop, +6.15 with the public
-code's 0.05 s) trained steps 0-8000 on the 1600-clip `large` build and then continued into a new
-workdir on `xlarge`, with this learning-rate schedule set by hand at each resume. With this
-config the same two stages are:
+That single run (about 5 h of training on a 2-core CPU, plus the first-use build of the `xlarge`
+data, about 45 min by extrapolation from `large`'s 22 min; docs/synthetic.md) has not been
+measured. What was measured (docs/RESULTS.md, "3200 training clips": +5.99 dB SDR over the
+mixture on the test split with the 1 s evaluation hop, +6.15 with the public code's 0.05 s)
+trained steps 0-8000 on the 1600-clip `large` build and then continued into a new workdir on
+`xlarge`, with this learning-rate schedule set by hand at each resume. With this config the same
+two stages are:
 
   python launch.py --config=configs/synthetic_wide.py --workdir=runs/wide_large \
     --config.data.builder_config=large --config.train.num_train_steps=8000
