@@ -80,11 +80,10 @@ def learning_rate_schedule(config_train) -> optax.Schedule:
     raise ValueError(
         f"config.train.lr_boundaries={bounds} and lr_values={values}: need increasing positive "
         "integer step boundaries, one value more than boundaries, and non-negative rates")
-  values_arr = jnp.asarray(values, jnp.float32)
-  bounds_arr = jnp.asarray(bounds, jnp.int32)
+  values_np, bounds_np = np.asarray(values, np.float32), np.asarray(bounds, np.int32)
 
   def schedule(step):
-    return values_arr[jnp.searchsorted(bounds_arr, step, side="right")]
+    return jnp.asarray(values_np)[jnp.searchsorted(bounds_np, step, side="right")]
   return schedule
 
 
