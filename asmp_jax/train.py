@@ -308,18 +308,29 @@ def _with_defaults(saved) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(merged)
 
 
+class _NotASetting:
+  """Stands for the current value of a saved key this code no longer has."""
+
+  def __repr__(self):
+    return "<not a setting of this code>"
+
+
+NOT_A_SETTING = _NotASetting()
+
+
 def _config_differences(saved, current) -> dict[str, tuple[Any, Any]]:
   """{flattened key: (saved value, current value)} for every setting that differs.
 
   A key the saved config lacks (written before the key existed) counts as holding its
   ``config_lib.base_config()`` default, which by convention keeps the behaviour from before the
-  key: resuming such a run with the key at its default is no change.
+  key: resuming such a run with the key at its default is no change. A saved key the current
+  config lacks (removed from the code since) has ``NOT_A_SETTING`` as its current value.
   """
   saved_flat = _flatten(_with_defaults(saved).to_dict())
   cur_flat = _flatten(json.loads(current.to_json()))
-  return {key: (saved_flat.get(key), cur_flat.get(key))
+  return {key: (saved_flat.get(key), cur_flat.get(key, NOT_A_SETTING))
           for key in sorted(set(saved_flat) | set(cur_flat))
-          if saved_flat.get(key) != cur_flat.get(key)}
+          if saved_flat.get(key) != cur_flat.get(key, NOT_A_SETTING)}
 
 
 def _state_defining(key: str) -> bool:
@@ -331,13 +342,18 @@ def check_compatible(saved, current, source: str = "") -> None:
 
   ``source``, when given, is the run ``config.train.init_from`` names (the message then says so).
   """
-  diffs = [f"{key}: checkpoint {a!r} vs now {b!r}"
-           for key, (a, b) in _config_differences(saved, current).items() if _state_defining(key)]
+  state_diffs = {key: ab for key, ab in _config_differences(saved, current).items()
+                 if _state_defining(key)}
+  diffs = [f"{key}: checkpoint {a!r} vs now {b!r}" for key, (a, b) in state_diffs.items()]
   if diffs:
     where = (f"--config.train.init_from={source} names a run with an incompatible config"
              if source else "the workdir holds a checkpoint from an incompatible config; use "
              "another --workdir or the same settings")
-    raise TrainingError(f"{where}. Differences:\n  " + "\n  ".join(diffs))
+    removed = any(b is NOT_A_SETTING for _, b in state_diffs.values())
+    hint = ("\nA setting this code no longer has cannot be honoured; if the saved value is the "
+            "behaviour the code now always has, delete the key from the run's config.json."
+            if removed else "")
+    raise TrainingError(f"{where}. Differences:\n  " + "\n  ".join(diffs) + hint)
 
 
 def resume_changes(saved, current, step: int) -> list[str]:
@@ -346,11 +362,12 @@ def resume_changes(saved, current, step: int) -> list[str]:
   Settings that decide the saved state's shapes or meaning are left to ``check_compatible``,
   which refuses them. The learning-rate schedule is not part of the saved state but a function
   of the config, so when its settings change a last line gives the rate at ``step`` under the
-  saved and the current schedule.
+  saved and the current schedule. A saved key this code no longer has is named as ignored.
   """
   changed = {k: v for k, v in _config_differences(saved, current).items()
              if not _state_defining(k)}
-  lines = [f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items()]
+  lines = [f"{key}: {a!r} (no longer a setting; ignored)" if b is NOT_A_SETTING
+           else f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items()]
   if changed.keys() & {"train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor",
                        "train.lr_boundaries", "train.lr_values"}:
     try:

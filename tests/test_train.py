@@ -130,7 +130,7 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   saved = tiny.get_config()
-  saved.train.learning_rate, saved.train.lr_decay_every, saved.train.lr_decay_factor = 1e-3, 100, 0.1
+  saved.train.update(learning_rate=1e-3, lr_decay_every=100, lr_decay_factor=0.1)
   saved = type(saved)(json.loads(saved.to_json()))  # as read back from config.json
   same = type(saved)(saved.to_dict())
   assert train.resume_changes(saved, same, 250) == []
@@ -164,6 +164,16 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   no_norm = type(saved)(saved.to_dict())
   no_norm.model.node_batch_norm = False
   train.check_compatible(old, no_norm)
+  # A saved key the code no longer has is named as ignored on resume; a state-defining one is
+  # refused with the way out.
+  removed = type(saved)(saved.to_dict())
+  removed.train.retired_option = 3
+  assert train.resume_changes(removed, same, 250) == [
+      "train.retired_option: 3 (no longer a setting; ignored)"]
+  removed.model.retired_layer = True
+  with pytest.raises(train.TrainingError, match=(r"model.retired_layer: checkpoint True vs now "
+                                                 r"<not a setting of this code>(.|\n)*delete")):
+    train.check_compatible(removed, same)
   # A saved schedule this code cannot evaluate is reported, not fatal.
   bad = type(saved)(saved.to_dict())
   bad.train.lr_values = (1e-3,)
