@@ -2,9 +2,10 @@
 
   python launch.py --config=configs/synthetic_wide.py --workdir=runs/synthetic_wide
 
-That single run (about 5 h of training on a 2-core CPU, plus the first-use build of the `xlarge`
-data, about 45 min by extrapolation from `large`'s 22 min; docs/synthetic.md) has not been
-measured. What was measured (docs/RESULTS.md, "3200 training clips": +5.99 dB SDR over the
+That single run (about 5.5 h of training on an idle 2-core CPU, plus the first-use build of the
+`xlarge` data, 36 min; docs/synthetic.md) has been measured only to step 2000 (+3.38 dB SDR over
+the mixture on the test split; docs/RESULTS.md, "3200 training clips"). What was measured to the
+end (docs/RESULTS.md, "3200 training clips": +5.99 dB SDR over the
 mixture on the test split with the 1 s evaluation hop, +6.15 with the public code's 0.05 s)
 trained steps 0-8000 on the 1600-clip `large` build and then continued into a new workdir on
 `xlarge`, with this learning-rate schedule set by hand at each resume. With this config the same
