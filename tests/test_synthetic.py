@@ -415,3 +415,20 @@ def test_cli_writes_manifest(tmp_path):
       assert len(rec["sha256"]) == 4
       for rel, digest in rec["sha256"].items():
         assert files.sha256(os.path.join(tmp_path, rel)) == digest
+
+
+def test_progress_report_every_5_percent_and_at_the_end():
+  now = [0.0]
+  lines = []
+  report = generator.ProgressReport(lines.append, clock=lambda: now[0])
+  for done in range(1, 41):
+    now[0] = 10.0 * done  # 10 s per clip
+    report("train", done, 40)  # 5 % of 40 clips: the first clip, then a line every 2 clips
+  now[0] = 410.0
+  report("val", 1, 1)
+  assert len(lines) == 1 + 20 + 1
+  assert lines[0] == "train: 1/40 clips (0.10 clips/s overall, about 6 min left)"
+  assert lines[1] == "train: 2/40 clips (0.10 clips/s overall, about 6 min left)"
+  assert lines[-3] == "train: 38/40 clips (0.10 clips/s overall, about 20 s left)"
+  assert lines[-2] == "train: 40/40 clips (0.10 clips/s overall)"
+  assert lines[-1] == "val: 1/1 clips (0.10 clips/s overall)"

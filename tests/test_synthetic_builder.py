@@ -96,14 +96,3 @@ def test_split_over_the_shuffle_buffer_builds_without_tensorflow(tiny_data_dir, 
     assert [new[i]["clip_id"] for i in range(len(new))] == \
         [ref[i]["clip_id"] for i in range(len(ref))]
 
-
-def test_generation_progress_is_logged_about_once_a_minute_and_at_the_end(caplog):
-  times = iter([0.0, 10.0, 61.0, 90.0, 130.0])  # start, then one reading per reported clip
-  report = sdb._progress_logger("train", every_s=60.0, clock=lambda: next(times))
-  with caplog.at_level("INFO"):
-    for done in (1, 2, 3, 4):
-      report(done, 4)
-  lines = [r.getMessage() for r in caplog.records if "synthetic train clips" in r.getMessage()]
-  assert lines == [
-      "generated 2/4 synthetic train clips in 61 s (0.03 clips/s, about 1 min left)",
-      "generated 4/4 synthetic train clips in 130 s (0.03 clips/s)"]

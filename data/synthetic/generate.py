@@ -32,30 +32,14 @@ _WORKERS = flags.DEFINE_integer("workers", 2, "Worker processes.")
 _CONFIG = flags.DEFINE_string("config", "{}", "JSON object of GeneratorConfig overrides.")
 
 
-class _Progress:
-  """Prints ``split: done/total clips, clips/s`` about every 5 % of a split (and at its end)."""
-
-  def __init__(self):
-    self.start = time.perf_counter()
-    self.done = 0
-    self.last: dict[str, int] = {}
-
-  def __call__(self, split: str, done: int, total: int) -> None:
-    self.done += 1
-    step = max(total // 20, 1)
-    if done == total or done // step != self.last.get(split, -1):
-      self.last[split] = done // step
-      rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-      print(f"{split}: {done}/{total} clips ({rate:.2f} clips/s overall)", flush=True)
-
-
 def build(out_dir: str, counts: dict[str, int], seed: int, cfg: GeneratorConfig,
           workers: int) -> dict:
   """Generates every split and writes ``manifest.json``; returns the manifest."""
   os.makedirs(out_dir, exist_ok=True)
   start = time.perf_counter()
   splits = generator.generate_splits(out_dir, counts, seed, cfg, num_workers=workers,
-                                     progress=_Progress())
+                                     progress=generator.ProgressReport(
+                                         lambda m: print(m, flush=True)))
   elapsed = time.perf_counter() - start
   manifest = {
       "format_version": generator.FORMAT_VERSION,

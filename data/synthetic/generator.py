@@ -13,6 +13,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -299,6 +300,34 @@ def _make_and_write(task: tuple[str, str, int, int, GeneratorConfig]) -> dict[st
       "camera_moving": sidecar["camera"]["moving"],
       "sha256": {f"{split}/{os.path.basename(p)}": files.sha256(p) for p in paths.values()},
   }
+
+
+class ProgressReport:
+  """A ``progress`` callback for :func:`generate_splits` that reports how far generation is.
+
+  Calls ``emit(message)`` about every 5 % of a split and at its end with
+  ``"<split>: <done>/<total> clips (<rate> clips/s overall, about <t> left)"``; the rate counts
+  every clip this reporter has seen, the time left is the split's remaining clips at that rate.
+  """
+
+  def __init__(self, emit: Callable[[str], None] = print,
+               clock: Callable[[], float] = time.perf_counter):
+    self.emit, self.clock = emit, clock
+    self.start = clock()
+    self.done = 0
+    self.last: dict[str, int] = {}
+
+  def __call__(self, split: str, done: int, total: int) -> None:
+    self.done += 1
+    step = max(total // 20, 1)
+    if done < total and done // step == self.last.get(split, -1):
+      return
+    self.last[split] = done // step
+    rate = self.done / max(self.clock() - self.start, 1e-9)
+    left_s = (total - done) / rate
+    left = ("" if done == total else f", about {left_s:.0f} s left" if left_s < 60
+            else f", about {left_s / 60:.0f} min left")
+    self.emit(f"{split}: {done}/{total} clips ({rate:.2f} clips/s overall{left})")
 
 
 def generate_splits(out_dir: str | os.PathLike[str], counts: Mapping[str, int], seed: int,

@@ -20,7 +20,6 @@ import json
 import logging
 import multiprocessing
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -112,29 +111,6 @@ def _gt_source_displacement(json_path, gt, ex, auditory_ids, num_windows) -> np.
   return out
 
 
-def _progress_logger(split: str, every_s: float = 60.0, clock=time.monotonic):
-  """A ``generator.generate_split`` progress callback: logs clips done, rate and time left.
-
-  Logs at most once every ``every_s`` seconds and always at the last clip, so a build of
-  thousands of clips (``xlarge``: about half an hour of generation here) shows that it moves.
-  """
-  start = clock()
-  last = [start]
-
-  def report(done: int, total: int) -> None:
-    now = clock()
-    if done < total and now - last[0] < every_s:
-      return
-    last[0] = now
-    elapsed = now - start
-    rate = done / elapsed if elapsed > 0 else float("inf")
-    left = f", about {(total - done) / rate / 60:.0f} min left" if 0 < rate < float("inf") else ""
-    logging.info("generated %d/%d synthetic %s clips in %.0f s (%.2f clips/s%s)", done, total,
-                 split, elapsed, rate, left if done < total else "")
-
-  return report
-
-
 def _map(fn, items, workers: int):
   """``map`` over worker processes (spawned: safe when JAX is already imported), streamed."""
   if workers <= 1:
@@ -208,14 +184,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     from asmp_data.synthetic import generator  # pylint: disable=g-import-not-at-top
     cfg = self.builder_config
     gcfg = _generator_config(cfg)
+    report = generator.ProgressReport(logging.info)  # about every 5 % of a split
     for split, sub, n in (("train", "train", cfg.num_train), ("validation", "val", cfg.num_val),
                           ("test", "test", cfg.num_test)):
       done = os.path.join(clips_dir, sub, ".complete")
       if os.path.exists(done):
         continue
       logging.info("Generating %d synthetic %s clips in %s", n, split, clips_dir)
-      generator.generate_split(clips_dir, sub, n, cfg.seed, gcfg, num_workers=cfg.workers,
-                               progress=_progress_logger(split))
+      generator.generate_splits(clips_dir, {sub: n}, cfg.seed, gcfg, num_workers=cfg.workers,
+                                progress=report)
       with open(done, "w") as f:
         f.write("ok\n")
 
