@@ -61,3 +61,37 @@ def test_paired_comparison_refuses_different_pairs_and_missing_per_source(tmp_pa
     bench.compare_pair_results(a, c)
   with pytest.raises(FileNotFoundError, match="no evaluation JSON at .*eval_test_step7.json"):
     bench.compare_pair_results(a, tmp_path / "b" / "eval_test_step7.json")
+
+
+def _ceiling():
+  path = REPO / "bench" / "direction_ceiling.py"
+  spec = importlib.util.spec_from_file_location("direction_ceiling", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_direction_ceiling_counts_windows_once_per_covering_crop():
+  bench = _ceiling()
+  w = 8  # 8 windows: crops start on windows 0, 1, 2
+  lab = np.arange(w)
+  disp = np.stack([np.arange(w, dtype=float), np.zeros(w), np.zeros(w)], -1)
+  ok = np.ones(w, bool)
+  ok[1] = False  # the crop starting on window 1 is left out; window 1 is left out of the others
+  labels, d, first, offset = bench.crop_windows([(lab, disp, ok)])
+  # Crop 0: windows 0, 2..5; crop 2: windows 2..7.
+  np.testing.assert_array_equal(labels, [0, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7])
+  np.testing.assert_array_equal(first[:, 0], [0] * 5 + [2] * 6)
+  np.testing.assert_array_equal(offset, [0, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+  np.testing.assert_array_equal(d[:, 0], labels)
+
+
+def test_direction_ceiling_lookup_is_the_most_frequent_training_label_per_key():
+  bench = _ceiling()
+  tr_lab = np.array([1, 1, 2, 3, 3, 3])
+  tr_keys = {"nothing": np.zeros(6, int), "key": np.array([0, 0, 0, 1, 1, 1])}
+  ev_lab = np.array([1, 3, 3, 2])
+  ev_keys = {"nothing": np.zeros(4, int), "key": np.array([0, 1, 2, 0])}  # 2: unseen -> overall
+  acc = bench.lookup_accuracy(tr_lab, tr_keys, ev_lab, ev_keys)
+  assert acc["nothing"] == pytest.approx(0.5)  # always 3
+  assert acc["key"] == pytest.approx(0.75)     # 1, 3, 3 (fallback), 1

@@ -54,6 +54,7 @@ def _projected_centres(clip):
     ("depth_range", (5.0, 2.0)), ("speed_of_sound", 3.0), ("sounding_classes", ("violin", "tuba")),
     ("det_miss_prob", -0.1), ("peak_level", 1.2), ("wall_depth", 5.0), ("max_context", 2.5),
     ("crf", 60), ("size_range", (0.0, 0.5)), ("camera_motion_prob", float("nan")),
+    ("motion_persistence", 1.5),
 ])
 def test_bad_config_values_are_rejected_by_name(field, value):
   with pytest.raises(ValueError, match=field):
@@ -131,6 +132,69 @@ def test_a_rerun_keeps_whole_clips_and_regenerates_the_rest(tmp_path, monkeypatc
   made.clear()
   generator.generate_split(tmp_path, "val", 2, seed=7, cfg=GeneratorConfig(duration_s=2.0))
   assert sorted(made) == ["val_00000", "val_00001"]
+
+
+def test_a_clip_from_before_a_new_config_field_is_kept_when_the_field_is_at_its_default(
+    tmp_path, monkeypatch):
+  """A sidecar written before ``motion_persistence`` existed lacks it; at its default (0) the
+  clip is the same, so a rebuild keeps it; at another value it is made again."""
+  cfg = GeneratorConfig(duration_s=1.0)
+  generator.generate_split(tmp_path, "val", 1, seed=7, cfg=cfg)
+  sidecar_path = tmp_path / "val" / "val_00000.json"
+  sidecar = json.loads(sidecar_path.read_text())
+  del sidecar["generator_config"]["motion_persistence"]
+  sidecar_path.write_text(json.dumps(sidecar))
+  made = []
+  real = generator.generate_clip
+  monkeypatch.setattr(generator, "generate_clip",
+                      lambda seed, *a, **k: made.append(k["clip_id"]) or real(seed, *a, **k))
+  generator.generate_split(tmp_path, "val", 1, seed=7, cfg=cfg)
+  assert not made
+  generator.generate_split(tmp_path, "val", 1, seed=7,
+                           cfg=dataclasses.replace(cfg, motion_persistence=0.5))
+  assert made == ["val_00000"]
+
+
+def _trajectories(persistence, n=200, **kw):
+  limits = geometry.MotionLimits(depth=(2.0, 8.0), max_tan_x=0.4, max_tan_y=0.4, max_y=1.0)
+  out = []
+  for seed in range(n):
+    rng = np.random.default_rng(seed)
+    kwargs = {} if persistence is None else {"persistence": persistence}
+    traj, kinds = geometry.sample_trajectory(
+        rng, np.array([0.0, 0.0, 5.0]), 10, 1.0, 0.1, limits, kw.get("still_prob", 0.2),
+        (0.12, 0.3), (1.0, 3.0), **kwargs)
+    out.append((traj.velocities, kinds, rng.random()))
+  return out
+
+
+def test_motion_persistence_repeats_the_previous_window_and_zero_draws_nothing_extra():
+  # 0 consumes the same random numbers as before the option existed: same trajectories and the
+  # generator left in the same state.
+  for (v0, k0, r0), (v1, k1, r1) in zip(_trajectories(None), _trajectories(0.0)):
+    np.testing.assert_array_equal(v0, v1)
+    assert (k0, r0) == (k1, r1)
+
+  def kept(trajs):
+    """Fraction of windows w > 0 after a moving one that go on with its motion (a component may
+    bounce off a bound, i.e. flip sign, or stop there)."""
+    same = moving = 0
+    for v, _, _ in trajs:
+      for w in range(1, len(v)):
+        if np.any(v[w - 1] != 0):
+          moving += 1
+          same += np.any(v[w] != 0) and np.all((np.abs(v[w]) == np.abs(v[w - 1])) | (v[w] == 0))
+    return same / moving
+
+  assert kept(_trajectories(0.0)) < 0.02
+  assert 0.7 < kept(_trajectories(0.8)) < 0.9
+  # Always kept: window w is window w-1's motion, except that a component about to leave the
+  # bounds bounces (flips sign) or stops.
+  for v, kinds, _ in _trajectories(1.0, still_prob=0.0):
+    for w in range(1, len(v)):
+      assert np.all((v[w] == v[w - 1]) | (v[w] == -v[w - 1]) | (v[w] == 0)), (w, v)
+  with pytest.raises(ValueError, match="persistence"):
+    _trajectories(1.2, n=1)
 
 
 def test_derived_seeds_depend_on_seed_split_and_index():

@@ -1,4 +1,5 @@
 """The synthetic TFDS builder: a broken clip is skipped and reported, an empty split is an error."""
+import dataclasses
 import glob
 import importlib.util
 import os
@@ -66,6 +67,18 @@ def test_larger_configs_share_the_default_validation_and_test_clips(name, factor
   for field in ("num_val", "num_test", "seed", "generator_overrides", "detections", "flow",
                 "feature_extractor"):
     assert getattr(larger, field) == getattr(default, field), field
+
+
+def test_persistent_config_changes_only_the_motion_persistence():
+  configs = {c.name: c for c in sdb.BUILDER_CONFIGS}
+  default, persistent = configs["default"], configs["persistent"]
+  for field in ("num_train", "num_val", "num_test", "seed", "detections", "flow",
+                "feature_extractor"):
+    assert getattr(persistent, field) == getattr(default, field), field
+  gen = sdb._generator_config(persistent)  # pylint: disable=protected-access
+  base = sdb._generator_config(default)  # pylint: disable=protected-access
+  assert (gen.motion_persistence, base.motion_persistence) == (0.8, 0.0)
+  assert dataclasses.replace(gen, motion_persistence=0.0) == base
 
 
 @pytest.mark.slow

@@ -47,6 +47,9 @@ class GeneratorConfig:
     lateral_speed_range: (min, max) angular speed (rad/s) of sideways/vertical motion, i.e. the
       image speed divided by the focal length.
     depth_speed_range: (min, max) speed of motion toward/away from the camera, units/s.
+    motion_persistence: probability that a window keeps the previous window's velocity (an object
+      goes on moving the way it was, bouncing off the scene's bounds), so that its heading in one
+      frame foretells the next windows' motion. 0 (the default) draws every window afresh.
     view_margin_px: object centres stay this far inside the frame (before camera motion).
 
   Sound:
@@ -95,6 +98,7 @@ class GeneratorConfig:
   still_prob: float = 0.2
   lateral_speed_range: tuple[float, float] = (0.12, 0.3)
   depth_speed_range: tuple[float, float] = (1.0, 3.0)
+  motion_persistence: float = 0.0
   view_margin_px: float = 14.0
   # Sound.
   speed_of_sound: float = 40.0
@@ -239,6 +243,7 @@ def _validate(cfg: GeneratorConfig) -> None:
   number("still_prob", 0, 1)
   _check_range(cfg, "lateral_speed_range", 0.0)
   _check_range(cfg, "depth_speed_range", 0.0)
+  number("motion_persistence", 0, 1)
   number("view_margin_px", 0, min(cfg.width, cfg.height) / 2, lo_open=False)
   number("speed_of_sound", 0, lo_open=True)
   max_speed = (cfg.depth_speed_range[1] + 2 * cfg.lateral_speed_range[1] * cfg.depth_range[1])

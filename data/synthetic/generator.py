@@ -266,9 +266,17 @@ def _existing_sidecar(paths: Mapping[str, str], clip_seed: int,
       sidecar = json.load(f)
   except (OSError, ValueError):
     return None
-  expected_cfg = json.loads(json.dumps(cfg.to_dict()))
-  if (not isinstance(sidecar, dict) or sidecar.get("seed") != clip_seed
-      or sidecar.get("generator_config") != expected_cfg):
+  if not isinstance(sidecar, dict) or sidecar.get("seed") != clip_seed:
+    return None
+  saved_cfg = sidecar.get("generator_config")
+  if not isinstance(saved_cfg, dict):
+    return None
+  # A field added to GeneratorConfig after the clip was written is missing from its sidecar; its
+  # default keeps the earlier behaviour (e.g. motion_persistence=0 draws no extra random number),
+  # so the clip is the one this config makes when the field is at its default.
+  defaults = json.loads(json.dumps(GeneratorConfig().to_dict()))
+  saved_cfg = {**{k: v for k, v in defaults.items() if k not in saved_cfg}, **saved_cfg}
+  if saved_cfg != json.loads(json.dumps(cfg.to_dict())):
     return None
   return sidecar
 

@@ -206,12 +206,14 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
                       window_s: float, ramp_s: float, limits: MotionLimits, still_prob: float,
                       lateral_speed: tuple[float, float], depth_speed: tuple[float, float],
                       kind_weights: tuple[float, ...] = (0.3, 0.12, 0.28, 0.15, 0.1, 0.05),
-                      ) -> tuple[Trajectory, list[str]]:
+                      persistence: float = 0.0) -> tuple[Trajectory, list[str]]:
   """Draws one velocity per window, keeping the object inside ``limits``.
 
-  Each window is still with probability ``still_prob``; otherwise a kind from
-  ``MOTION_KINDS[1:]`` is drawn with ``kind_weights``, each moving axis gets a random sign and a
-  speed (lateral/vertical: angular speed times the current depth; depth: units/s). A component
+  With probability ``persistence`` a window after the first keeps the previous window's velocity
+  (the object goes on moving as it was); otherwise it is still with probability ``still_prob``,
+  or else a kind from ``MOTION_KINDS[1:]`` is drawn with ``kind_weights``, each moving axis gets a
+  random sign and a speed (lateral/vertical: angular speed times the current depth; depth:
+  units/s). A component
   whose motion would leave the bounds by the end of the window is reversed, and dropped if that
   leaves the bounds too.
 
@@ -226,6 +228,9 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
     lateral_speed: (min, max) angular speed in rad/s.
     depth_speed: (min, max) depth speed in units/s.
     kind_weights: relative probabilities of the moving kinds.
+    persistence: probability that window w > 0 repeats window w - 1's velocity (subject to the same
+      bounds check, so a kept motion that would leave the bounds bounces back). 0 draws no extra
+      random number, so the trajectories are those drawn before this option existed.
 
   Returns:
     (trajectory, kinds): the :class:`Trajectory` and the motion kind of each window (a component
@@ -238,6 +243,8 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
                      f"non-negative weights for {MOTION_KINDS[1:]}")
   if not 0 < ramp_s <= window_s:
     raise ValueError(f"ramp_s={ramp_s!r}: expected 0 < ramp_s <= window_s={window_s}")
+  if not 0 <= persistence <= 1:
+    raise ValueError(f"persistence={persistence!r}: expected a probability in [0, 1]")
   weights = weights / weights.sum()
   velocities = np.zeros((num_windows, 3))
   kinds = []
@@ -252,7 +259,9 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
     depth_now = Trajectory(start, velocities[: max(w, 1)], window_s, ramp_s).position(
         w * window_s)[2]
     v = np.zeros(3)
-    if rng.random() >= still_prob:
+    if w > 0 and persistence > 0 and rng.random() < persistence:
+      v = velocities[w - 1].copy()
+    elif rng.random() >= still_prob:
       kind = MOTION_KINDS[1 + rng.choice(len(weights), p=weights)]
       axes = [{"lateral": 0, "vertical": 1, "depth": 2}[k] for k in kind.split("+")]
       for axis in axes:

@@ -130,7 +130,8 @@ def sample_scene(seed: int, cfg: GeneratorConfig) -> Scene:
     limits = motion_limits(cfg, app.half_extent[1])
     traj, kinds = geometry.sample_trajectory(
         rng, _start_position(rng, limits, sides[i]), cfg.num_windows, cfg.window_s, ramp_s,
-        limits, cfg.still_prob, cfg.lateral_speed_range, cfg.depth_speed_range)
+        limits, cfg.still_prob, cfg.lateral_speed_range, cfg.depth_speed_range,
+        persistence=cfg.motion_persistence)
     objects.append(SceneObject(i, cls, app, traj, tuple(kinds), None, i))
   for j, (cls, parent) in enumerate(context):
     track = num_sounding + j
@@ -154,7 +155,7 @@ def sample_scene(seed: int, cfg: GeneratorConfig) -> Scene:
       depth_slow = (cfg.depth_speed_range[0] * 0.5, cfg.depth_speed_range[1] * 0.5)
       traj, kinds = geometry.sample_trajectory(
           rng, _start_position(rng, limits, None), cfg.num_windows, cfg.window_s, ramp_s, limits,
-          max(cfg.still_prob, 0.7), slow, depth_slow)
+          max(cfg.still_prob, 0.7), slow, depth_slow, persistence=cfg.motion_persistence)
       objects.append(SceneObject(track, cls, app, traj, tuple(kinds), None, None))
   style = render.sample_background_style(stream(seed, KEY_STYLE))
   return Scene(camera, tuple(objects), style)
