@@ -25,6 +25,15 @@ object's sideways heading (the synthetic heading marker). Its predictors know:
 Each predictor is a lookup table from what it knows to the most frequent label of the training
 split, applied to the evaluated split.
 
+A third table asks whether the frames' node features (what the graph network sees) carry that
+sideways heading: a linear probe (one-vs-rest ridge regression on standardised features, trained
+on the training split) from the auditory object's node features, over the windows whose scene
+graph has the object's node, to the label:
+
+  * of the same window (a per-window visual input, which the direction head does not get);
+  * of every window of the crop, from the crop's first window's features (what the slot embedding
+    can carry), alone and with this window's true depth motion and offset in the crop appended.
+
   python bench/direction_ceiling.py [--split=test] [--num_classes=10] [--data_dir=DIR]
       [--builder_config=default]
 """
@@ -41,13 +50,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from asmp_jax import config_lib, datasets  # noqa: E402
 from asmp_jax.graph import motion  # noqa: E402
+from asmp_jax.graph.build import NODE_AUDITORY  # noqa: E402
 
 
 CROP_WINDOWS = 6  # windows per 65535-sample crop (the direction head's time slices)
 
 
 def sources(source, num_classes: int):
-  """Per auditory source: (labels [W], true displacement [W, 3], valid [W])."""
+  """Per auditory source: (labels [W], true displacement [W, 3], valid [W], node features [W, F]).
+
+  The features are those of the source's node in each window's scene graph (auditory node ``a``
+  for source ``a``), NaN in the windows whose graph lacks it (a missed detection).
+  """
   key = "dir10" if num_classes == 10 else "dir28"
   out = []
   for i in range(len(source)):
@@ -55,23 +69,83 @@ def sources(source, num_classes: int):
     lab = np.asarray(ex[key])                                   # [W, A]
     gt = np.asarray(ex["gt_window_displacement"], np.float64)   # [W, A, 3]
     ok = (lab >= 0) & np.asarray(ex["window_valid"], bool)[:, None] & np.all(np.isfinite(gt), -1)
+    feats = np.asarray(ex["node_features"], np.float32)         # [W, N, F]
+    node_ok = np.asarray(ex["node_mask"], bool) & (np.asarray(ex["node_type"]) == NODE_AUDITORY)
     for a in range(lab.shape[1]):
       if ok[:, a].any():
-        out.append((lab[:, a], np.nan_to_num(gt[:, a]), ok[:, a]))
+        f = np.where(node_ok[:, a, None], feats[:, a], np.nan)
+        out.append((lab[:, a], np.nan_to_num(gt[:, a]), ok[:, a], f))
   return out
 
 
 def windows(srcs):
   """(labels [N], true displacement [N, 3]) of every valid window, each once."""
-  return (np.concatenate([lab[ok] for lab, _, ok in srcs]),
-          np.concatenate([disp[ok] for _, disp, ok in srcs]))
+  return (np.concatenate([lab[ok] for lab, _, ok, *_ in srcs]),
+          np.concatenate([disp[ok] for _, disp, ok, *_ in srcs]))
+
+
+def feature_windows(srcs):
+  """(labels [N], true displacement [N, 3], node features [N, F]) of every valid window whose
+  graph has the source's node, each once."""
+  lab_, disp_, feat_ = [], [], []
+  for lab, disp, ok, feat in srcs:
+    keep = ok & np.all(np.isfinite(feat), -1)
+    lab_.append(lab[keep])
+    disp_.append(disp[keep])
+    feat_.append(feat[keep])
+  return np.concatenate(lab_), np.concatenate(disp_), np.concatenate(feat_)
+
+
+def crop_feature_windows(srcs):
+  """Like :func:`crop_windows`, over the crops whose first window has the source's node, with
+  the first window's node features in place of its displacement."""
+  lab_, disp_, first_, off_ = [], [], [], []
+  for lab, disp, ok, feat in srcs:
+    for start in range(len(lab) - CROP_WINDOWS + 1):
+      if not ok[start] or not np.all(np.isfinite(feat[start])):
+        continue
+      for off in range(CROP_WINDOWS):
+        w = start + off
+        if ok[w]:
+          lab_.append(lab[w])
+          disp_.append(disp[w])
+          first_.append(feat[start])
+          off_.append(off)
+  return np.array(lab_), np.array(disp_), np.array(first_), np.array(off_)
+
+
+def ridge_accuracy(x_tr, y_tr, x_ev, y_ev, num_classes: int, lam: float = 100.0) -> float:
+  """Accuracy on (x_ev, y_ev) of a one-vs-rest ridge regression fitted on (x_tr, y_tr).
+
+  Features are standardised with the training statistics and get a bias column; the prediction
+  is the class whose regression output is largest.
+  """
+  x_tr = np.asarray(x_tr, np.float64)
+  x_ev = np.asarray(x_ev, np.float64)
+  mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+  def design(x):
+    return np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], axis=1)
+  a_tr, a_ev = design(x_tr), design(x_ev)
+  targets = np.eye(num_classes)[np.asarray(y_tr)]
+  w = np.linalg.solve(a_tr.T @ a_tr + lam * np.eye(a_tr.shape[1]), a_tr.T @ targets)
+  return float(np.mean((a_ev @ w).argmax(1) == np.asarray(y_ev)))
+
+
+def majority_accuracy(tr_lab, ev_lab) -> float:
+  """Accuracy on ev_lab of the most frequent training label."""
+  return lookup_accuracy(tr_lab, {"": np.zeros(len(tr_lab))}, ev_lab,
+                         {"": np.zeros(len(ev_lab))})[""]
+
+
+def _one_hot(values: np.ndarray, num: int) -> np.ndarray:
+  return np.eye(num)[np.asarray(values)]
 
 
 def crop_windows(srcs):
   """(labels [N], displacement [N, 3], the crop's first window's displacement [N, 3], offset [N])
   of every valid window of every crop whose first window is valid, once per covering crop."""
   lab_, disp_, first_, off_ = [], [], [], []
-  for lab, disp, ok in srcs:
+  for lab, disp, ok, *_ in srcs:
     for start in range(len(lab) - CROP_WINDOWS + 1):
       if not ok[start]:
         continue
@@ -164,6 +238,30 @@ def main() -> None:
   print("| predictor knows (each window once per covering crop) | accuracy |")
   print("|---|---|")
   for name, a in acc.items():
+    print(f"| {name} | {a:.3f} |")
+
+  n = args.num_classes
+  tr_l, tr_d, tr_f = feature_windows(tr_src)
+  ev_l, ev_d, ev_f = feature_windows(ev_src)
+  def depth(d):
+    return _one_hot(depth_motion(d, thr) + 1, 3)
+  rows = {"the window's own node features": ridge_accuracy(tr_f, tr_l, ev_f, ev_l, n),
+          "the window's own node features + its true depth motion": ridge_accuracy(
+              np.c_[tr_f, depth(tr_d)], tr_l, np.c_[ev_f, depth(ev_d)], ev_l, n)}
+  maj_own = majority_accuracy(tr_l, ev_l)
+  tr_l, tr_d, tr_f, tr_o = crop_feature_windows(tr_src)
+  ev_l, ev_d, ev_f, ev_o = crop_feature_windows(ev_src)
+  maj_crop = majority_accuracy(tr_l, ev_l)
+  rows["the crop's first window's node features"] = ridge_accuracy(tr_f, tr_l, ev_f, ev_l, n)
+  rows["the crop's first window's node features + this window's true depth motion and offset"] = (
+      ridge_accuracy(np.c_[tr_f, depth(tr_d), _one_hot(tr_o, CROP_WINDOWS)], tr_l,
+                     np.c_[ev_f, depth(ev_d), _one_hot(ev_o, CROP_WINDOWS)], ev_l, n))
+  print(f"\nLinear probe (one-vs-rest ridge, lambda 100) from the source's node features; "
+        f"majority vote {maj_own:.3f} over the windows with the node, {maj_crop:.3f} over "
+        f"the crops' windows ({len(ev_l)})\n")
+  print("| probe sees | accuracy |")
+  print("|---|---|")
+  for name, a in rows.items():
     print(f"| {name} | {a:.3f} |")
 
 

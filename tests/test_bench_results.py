@@ -78,7 +78,7 @@ def test_direction_ceiling_counts_windows_once_per_covering_crop():
   disp = np.stack([np.arange(w, dtype=float), np.zeros(w), np.zeros(w)], -1)
   ok = np.ones(w, bool)
   ok[1] = False  # the crop starting on window 1 is left out; window 1 is left out of the others
-  labels, d, first, offset = bench.crop_windows([(lab, disp, ok)])
+  labels, d, first, offset = bench.crop_windows([(lab, disp, ok, None)])
   # Crop 0: windows 0, 2..5; crop 2: windows 2..7.
   np.testing.assert_array_equal(labels, [0, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7])
   np.testing.assert_array_equal(first[:, 0], [0] * 5 + [2] * 6)
@@ -95,3 +95,33 @@ def test_direction_ceiling_lookup_is_the_most_frequent_training_label_per_key():
   acc = bench.lookup_accuracy(tr_lab, tr_keys, ev_lab, ev_keys)
   assert acc["nothing"] == pytest.approx(0.5)  # always 3
   assert acc["key"] == pytest.approx(0.75)     # 1, 3, 3 (fallback), 1
+
+
+def test_direction_ceiling_ridge_probe_finds_a_linear_label_and_not_a_shuffled_one():
+  bench = _ceiling()
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 4, size=600)
+  centres = 3.0 * rng.normal(size=(4, 12))
+  scale = rng.uniform(0.1, 10.0, size=12)  # feature scales differ: the probe standardises
+  x = (centres[y] + rng.normal(size=(600, 12))) * scale
+  assert bench.ridge_accuracy(x[:400], y[:400], x[400:], y[400:], 4) > 0.95
+  shuffled = rng.permutation(y)
+  chance = bench.majority_accuracy(shuffled[:400], shuffled[400:])
+  assert bench.ridge_accuracy(x[:400], shuffled[:400], x[400:], shuffled[400:], 4) < chance + 0.1
+
+
+def test_direction_ceiling_feature_windows_skip_windows_without_the_node():
+  bench = _ceiling()
+  w = 7  # crops start on windows 0 and 1
+  lab = np.arange(w)
+  disp = np.zeros((w, 3))
+  ok = np.ones(w, bool)
+  feat = np.arange(w, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+  feat[0] = np.nan  # no node in window 0: its crop is left out, and window 0 from the first list
+  labels, _, feats = bench.feature_windows([(lab, disp, ok, feat)])
+  np.testing.assert_array_equal(labels, [1, 2, 3, 4, 5, 6])
+  np.testing.assert_array_equal(feats[:, 0], labels)
+  labels, _, first, offset = bench.crop_feature_windows([(lab, disp, ok, feat)])
+  np.testing.assert_array_equal(labels, [1, 2, 3, 4, 5, 6])  # only the crop starting on window 1
+  np.testing.assert_array_equal(first[:, 0], [1] * 6)
+  np.testing.assert_array_equal(offset, range(6))
