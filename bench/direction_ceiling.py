@@ -96,24 +96,6 @@ def feature_windows(srcs):
   return np.concatenate(lab_), np.concatenate(disp_), np.concatenate(feat_)
 
 
-def crop_feature_windows(srcs):
-  """Like :func:`crop_windows`, over the crops whose first window has the source's node, with
-  the first window's node features in place of its displacement."""
-  lab_, disp_, first_, off_ = [], [], [], []
-  for lab, disp, ok, feat in srcs:
-    for start in range(len(lab) - CROP_WINDOWS + 1):
-      if not ok[start] or not np.all(np.isfinite(feat[start])):
-        continue
-      for off in range(CROP_WINDOWS):
-        w = start + off
-        if ok[w]:
-          lab_.append(lab[w])
-          disp_.append(disp[w])
-          first_.append(feat[start])
-          off_.append(off)
-  return np.array(lab_), np.array(disp_), np.array(first_), np.array(off_)
-
-
 def ridge_accuracy(x_tr, y_tr, x_ev, y_ev, num_classes: int, lam: float = 100.0) -> float:
   """Accuracy on (x_ev, y_ev) of a one-vs-rest ridge regression fitted on (x_tr, y_tr).
 
@@ -141,20 +123,25 @@ def _one_hot(values: np.ndarray, num: int) -> np.ndarray:
   return np.eye(num)[np.asarray(values)]
 
 
-def crop_windows(srcs):
+def crop_windows(srcs, first_features: bool = False):
   """(labels [N], displacement [N, 3], the crop's first window's displacement [N, 3], offset [N])
-  of every valid window of every crop whose first window is valid, once per covering crop."""
+  of every valid window of every crop whose first window is valid, once per covering crop.
+
+  With ``first_features`` the first window's node features [N, F] replace its displacement, and
+  only the crops whose first window has the source's node count.
+  """
   lab_, disp_, first_, off_ = [], [], [], []
-  for lab, disp, ok, *_ in srcs:
+  for lab, disp, ok, *feat in srcs:
+    first_of = feat[0] if first_features else disp
     for start in range(len(lab) - CROP_WINDOWS + 1):
-      if not ok[start]:
+      if not ok[start] or not np.all(np.isfinite(first_of[start])):
         continue
       for off in range(CROP_WINDOWS):
         w = start + off
         if ok[w]:
           lab_.append(lab[w])
           disp_.append(disp[w])
-          first_.append(disp[start])
+          first_.append(first_of[start])
           off_.append(off)
   return np.array(lab_), np.array(disp_), np.array(first_), np.array(off_)
 
@@ -249,8 +236,8 @@ def main() -> None:
           "the window's own node features + its true depth motion": ridge_accuracy(
               np.c_[tr_f, depth(tr_d)], tr_l, np.c_[ev_f, depth(ev_d)], ev_l, n)}
   maj_own = majority_accuracy(tr_l, ev_l)
-  tr_l, tr_d, tr_f, tr_o = crop_feature_windows(tr_src)
-  ev_l, ev_d, ev_f, ev_o = crop_feature_windows(ev_src)
+  tr_l, tr_d, tr_f, tr_o = crop_windows(tr_src, first_features=True)
+  ev_l, ev_d, ev_f, ev_o = crop_windows(ev_src, first_features=True)
   maj_crop = majority_accuracy(tr_l, ev_l)
   rows["the crop's first window's node features"] = ridge_accuracy(tr_f, tr_l, ev_f, ev_l, n)
   rows["the crop's first window's node features + this window's true depth motion and offset"] = (

@@ -9,12 +9,16 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _bench():
-  path = REPO / "bench" / "synthetic_results.py"
-  spec = importlib.util.spec_from_file_location("synthetic_results", path)
+def _load(name):
+  """The bench/ script ``name`` as a module."""
+  spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
+
+
+def _bench():
+  return _load("synthetic_results")
 
 
 def _write(path, model, mixture, pairs=((0, 1), (2, 3), (4, 5))):
@@ -64,11 +68,7 @@ def test_paired_comparison_refuses_different_pairs_and_missing_per_source(tmp_pa
 
 
 def _ceiling():
-  path = REPO / "bench" / "direction_ceiling.py"
-  spec = importlib.util.spec_from_file_location("direction_ceiling", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return _load("direction_ceiling")
 
 
 def test_direction_ceiling_counts_windows_once_per_covering_crop():
@@ -121,7 +121,7 @@ def test_direction_ceiling_feature_windows_skip_windows_without_the_node():
   labels, _, feats = bench.feature_windows([(lab, disp, ok, feat)])
   np.testing.assert_array_equal(labels, [1, 2, 3, 4, 5, 6])
   np.testing.assert_array_equal(feats[:, 0], labels)
-  labels, _, first, offset = bench.crop_feature_windows([(lab, disp, ok, feat)])
+  labels, _, first, offset = bench.crop_windows([(lab, disp, ok, feat)], first_features=True)
   np.testing.assert_array_equal(labels, [1, 2, 3, 4, 5, 6])  # only the crop starting on window 1
   np.testing.assert_array_equal(first[:, 0], [1] * 6)
   np.testing.assert_array_equal(offset, range(6))
