@@ -87,6 +87,10 @@ def base_config() -> ml_collections.ConfigDict:
   # U-Net normalisation: "batch" (paper) | "group" (GroupNorm: each mask independent of the rest
   # of the batch, the same in training and inference).
   m.unet_norm = "batch"
+  # Direction head conditioning: False = every 1 s slice of a crop sees the embedding of the
+  # crop's first window's graph (the one conditioning the U-Net); True = each slice sees the
+  # embedding of its own window's graph (same encoder; the pipeline then emits window_* arrays).
+  m.dir_window_graphs = False
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
 
   # ---------------------------------------------------------------- losses

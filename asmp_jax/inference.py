@@ -48,6 +48,7 @@ import numpy as np
 
 from asmp_jax import audio as audio_lib
 from asmp_jax import evaluate
+from asmp_jax import input_pipeline
 from asmp_jax import media
 from asmp_jax import preprocess
 from asmp_jax import train
@@ -459,7 +460,11 @@ def _forward(module: asmp_model.ASMP, graph: dict[str, jax.Array], mix_log_mag: 
   masks = module.separate(mix_log_mag, emb, False)  # [B, S, H, W]
   sep = jnp.log(masks * jnp.exp(mix_log_mag)[:, None] + sp.sep_log_eps).reshape(b * s, h, w)
   cons = module.consistency(sep, False).reshape(b, s, sp.num_classes)
-  dirs = module.direction(sep, emb.reshape(b * s, e), False)
+  if sp.dir_window_graphs:
+    dir_emb = module.window_embeddings(graph).reshape(b * s, sp.num_dir_windows, e)
+  else:
+    dir_emb = emb.reshape(b * s, e)
+  dirs = module.direction(sep, dir_emb, False)
   return masks, cons, dirs.reshape(b, s, sp.num_dir_windows, sp.num_direction_classes)
 
 
@@ -479,7 +484,8 @@ def crop_separation_fn(model: asmp_model.ASMP, normalise_mix_by: int = 1,
     spec = audio_lib.stft(wav)  # [B, F, T]
     view = spec / normalise_mix_by if normalise_mix_by != 1 else spec
     mix_log_mag = jnp.log(audio_lib.log_freq_warp(jnp.abs(view)) + 1e-10)
-    graph = {k: batch[k] for k in asmp_model.BATCH_DTYPES if k != "mix_log_mag"}
+    graph = {k: batch[k] for k in (*asmp_model.BATCH_DTYPES, *asmp_model.WINDOW_BATCH_DTYPES)
+             if k != "mix_log_mag" and k in batch}
     masks, cons, dirs = model.apply(variables, graph, mix_log_mag, method=_forward)
     valid = batch["source_mask"][:, 0]
     masks = audio_lib.log_freq_unwarp(masks) * valid[..., None, None]
@@ -877,21 +883,19 @@ class Separator:
       self._fns[key] = jax.jit(crop_separation_fn(self.model, norm, mask_override))
     return self._fns[key]
 
-  def _crop_graph(self, graphs: SceneGraphs, window: int, source_mask: np.ndarray
-                  ) -> dict[str, np.ndarray]:
+  def _crop_graph(self, graphs: SceneGraphs, window: int, source_mask: np.ndarray,
+                  slice_windows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Model inputs ``[1, ...]`` of a crop conditioned on ``window``'s graph; with
+    ``slice_windows`` (config.model.dir_window_graphs) also each direction slice's own graph."""
     senders, receivers = preprocess.dense_edges(preprocess.MAX_NODES)
-    adj = np.asarray(graphs.adjacency[window], np.float32)
-    node_mask = graphs.node_mask[window]
-    weight = adj[senders, receivers]
-    edge_mask = (weight > 0) & node_mask[senders] & node_mask[receivers]
-    return {
-        "node_features": np.asarray(graphs.node_features[window], np.float32)[None],
-        "node_mask": node_mask[None],
-        "node_type": np.asarray(graphs.node_type[window], np.int32)[None],
-        "senders": senders[None], "receivers": receivers[None],
-        "edge_weight": np.where(edge_mask, weight, 0.0).astype(np.float32)[None],
-        "edge_mask": edge_mask[None], "source_mask": source_mask[None],
-    }
+    ex = {"adjacency": graphs.adjacency, "node_mask": graphs.node_mask,
+          "node_features": graphs.node_features, "node_type": graphs.node_type}
+    out = {**input_pipeline.window_graph(ex, window), "senders": senders, "receivers": receivers,
+           "source_mask": source_mask}
+    if slice_windows is not None:
+      per = [input_pipeline.window_graph(ex, int(k)) for k in slice_windows]
+      out.update({"window_" + k: np.stack([g[k] for g in per]) for k in per[0]})
+    return {k: v[None] for k, v in out.items()}
 
   def separate_waveform(self, wav: np.ndarray, graphs: SceneGraphs, num_sources: int,
                         mask_override: MaskOverride | None = None) -> dict[str, np.ndarray]:
@@ -936,7 +940,11 @@ class Separator:
       crops = np.stack([np.pad(wav[st:st + self.crop], (0, max(0, st + self.crop - length)))
                         for st in chunk]).astype(np.float32)
       windows = np.minimum(chunk // win, n_win_graph - 1)
-      graph = [self._crop_graph(graphs, int(wi), source_mask) for wi in windows]
+      # Window of each direction slice's centre (its own graph with dir_window_graphs).
+      slice_win = np.minimum((chunk[:, None] + slice_centre[None]) // win, n_win_graph - 1)
+      graph = [self._crop_graph(graphs, int(wi), source_mask,
+                                slice_win[j] if sp.dir_window_graphs else None)
+               for j, wi in enumerate(windows)]
       batch = {k: np.stack([g[k] for g in graph]) for k in graph[0]}
       batch["audio"] = crops
       out = jax.device_get(fn(self.variables, batch))

@@ -20,7 +20,10 @@ Batch layout (leading axis B, U = 2 videos, S = 3 slots, N = 23 nodes, E = N(N-1
   source_mask bool [B, U, S] (slots 0..1 auditory sources, slot 2 background, always valid);
   class_labels int32 [B, U, S] (background = K-1); dir_labels int32 and dir_valid bool [B, U, S, Wd]
   (``dir_labels`` holds the class for ``config.model.num_direction_classes``);
-  clip_index int32 [B, U].
+  clip_index int32 [B, U];
+  with ``config.model.dir_window_graphs`` also each label window's own graph:
+  window_node_features float32 [B, U, Wd, N, F], window_node_mask bool and window_node_type int32
+  [B, U, Wd, N], window_edge_weight float32 and window_edge_mask bool [B, U, Wd, E].
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class PairConfig:
   num_dir_windows: int = 6
   gain_range: tuple[float, float] = (0.5, 1.5)
   num_videos: int = 2
+  # Also emit each label window's own scene graph (``window_*`` keys; config.model.
+  # dir_window_graphs).
+  window_graphs: bool = False
 
   @classmethod
   def from_config(cls, config) -> "PairConfig":
@@ -54,7 +60,8 @@ class PairConfig:
     return cls(num_classes=m.num_classes, num_direction_classes=m.num_direction_classes,
                crop_samples=d.crop_samples, window_samples=d.sample_rate,
                num_dir_windows=m.num_dir_windows, gain_range=tuple(d.gain_range),
-               num_videos=d.num_videos)
+               num_videos=d.num_videos,
+               window_graphs=bool(m.get("dir_window_graphs", False)))
 
 
 _SENDERS, _RECEIVERS = preprocess.dense_edges(preprocess.MAX_NODES)
@@ -66,6 +73,34 @@ def crop_windows(num_windows_valid: int, cfg: PairConfig) -> int:
   return max(1, num_windows_valid - need + 1)
 
 
+def window_graph(ex: Example, w: int) -> Example:
+  """Window ``w``'s scene graph as model inputs: ``node_features [N, F]``, ``node_mask``,
+  ``node_type [N]``, ``edge_weight``, ``edge_mask [E]`` (the dense `_SENDERS` -> `_RECEIVERS`
+  edge list; weight 0 where there is no edge)."""
+  adj = np.asarray(ex["adjacency"][w], np.float32)
+  node_mask = np.asarray(ex["node_mask"][w], bool)
+  edge_weight = adj[_SENDERS, _RECEIVERS]
+  edge_mask = (edge_weight > 0) & node_mask[_SENDERS] & node_mask[_RECEIVERS]
+  return {
+      "node_features": np.asarray(ex["node_features"][w], np.float32),
+      "node_mask": node_mask,
+      "node_type": np.asarray(ex["node_type"][w], np.int32),
+      "edge_weight": np.where(edge_mask, edge_weight, 0.0).astype(np.float32),
+      "edge_mask": edge_mask,
+  }
+
+
+def label_window_graphs(ex: Example, windows: Sequence[int]) -> Example:
+  """The scene graphs of the given windows, stacked: ``window_<key>`` with a leading window axis.
+
+  A window past the clip's last valid one (its labels are invalid) gets the last valid window's
+  graph, so every graph holds at least its background node.
+  """
+  last = max(0, int(np.asarray(ex["window_valid"]).sum()) - 1)
+  graphs = [window_graph(ex, min(int(k), last)) for k in windows]
+  return {"window_" + k: np.stack([g[k] for g in graphs]) for k in graphs[0]}
+
+
 def clip_view(ex: Example, start_window: int, gain: float, cfg: PairConfig) -> Example:
   """One clip's contribution to a pair: its audio crop, graph and labels from ``start_window``."""
   audio = np.asarray(ex["audio"]).astype(np.float32) / 32767.0
@@ -73,10 +108,7 @@ def clip_view(ex: Example, start_window: int, gain: float, cfg: PairConfig) -> E
   crop = audio[s0:s0 + cfg.crop_samples]
   crop = np.pad(crop, (0, cfg.crop_samples - crop.size)) * np.float32(gain)
   w = start_window
-  adj = np.asarray(ex["adjacency"][w], np.float32)
-  node_mask = np.asarray(ex["node_mask"][w], bool)
-  edge_weight = adj[_SENDERS, _RECEIVERS]
-  edge_mask = (edge_weight > 0) & node_mask[_SENDERS] & node_mask[_RECEIVERS]
+  graph = window_graph(ex, w)
   a_max = preprocess.MAX_AUDITORY
   src_class = np.asarray(ex["source_class"], np.int32)
   k_bg = cfg.num_classes - 1
@@ -93,21 +125,24 @@ def clip_view(ex: Example, start_window: int, gain: float, cfg: PairConfig) -> E
   labels[a_max, :] = np.where(valid_win,
                               graph_motion.BACKGROUND_CLASS(cfg.num_direction_classes), -1)
   dir_valid = (labels >= 0) & source_mask[:, None]
-  return {
+  out = {
       "audio": crop.astype(np.float32),
       "gain": np.float32(gain),
-      "node_features": np.asarray(ex["node_features"][w], np.float32),
-      "node_mask": node_mask,
-      "node_type": np.asarray(ex["node_type"][w], np.int32),
+      "node_features": graph["node_features"],
+      "node_mask": graph["node_mask"],
+      "node_type": graph["node_type"],
       "senders": _SENDERS,
       "receivers": _RECEIVERS,
-      "edge_weight": np.where(edge_mask, edge_weight, 0.0).astype(np.float32),
-      "edge_mask": edge_mask,
+      "edge_weight": graph["edge_weight"],
+      "edge_mask": graph["edge_mask"],
       "source_mask": source_mask,
       "class_labels": class_labels,
       "dir_labels": np.maximum(labels, 0),
       "dir_valid": dir_valid,
   }
+  if cfg.window_graphs:
+    out.update(label_window_graphs(ex, wins))
+  return out
 
 
 def make_pair(examples: Sequence[Example], rng: np.random.Generator | None, cfg: PairConfig,

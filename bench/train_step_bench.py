@@ -12,6 +12,8 @@ grain input pipeline on a prepared data set (batches/s), for comparison with the
       --config=configs/synthetic_tiny.py --batch=4 --steps=3 [--dtype=bfloat16]
   python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
       --pipeline_data_dir=$HOME/tensorflow_datasets [--pipeline_only]
+  python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
+      --dir_window_graphs   # the direction head's per-window graphs (config.model)
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   node_mask = rng.uniform(size=(batch_size, u, n)) < 0.5
   node_mask[..., [0, -1]] = True
   edge_mask = node_mask[..., senders] & node_mask[..., receivers]
-  return {
+  batch = {
       "audio": rng.normal(size=(batch_size, u, config.data.crop_samples)).astype(np.float32) * 0.1,
       "gain": np.ones((batch_size, u), np.float32),
       "node_features": rng.normal(size=(batch_size, u, n, f)).astype(np.float32),
@@ -67,6 +69,11 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
       "dir_valid": np.ones((batch_size, u, s, config.model.num_dir_windows), bool),
       "clip_index": np.zeros((batch_size, u), np.int32),
   }
+  if config.model.get("dir_window_graphs"):  # each direction window's graph: the crop's, repeated
+    wd = config.model.num_dir_windows
+    for k in ("node_features", "node_mask", "node_type", "edge_weight", "edge_mask"):
+      batch["window_" + k] = np.repeat(batch[k][:, :, None], wd, axis=2)
+  return batch
 
 
 def compile_train_step(config, batch_size: int):
@@ -144,6 +151,8 @@ def main():
   parser.add_argument("--dtype", default="", help="override config.model.dtype (bfloat16|float32)")
   parser.add_argument("--unet_width_mult", type=float, default=0.0,
                       help="override config.model.unet_width_mult (0: the config's)")
+  parser.add_argument("--dir_window_graphs", action="store_true",
+                      help="set config.model.dir_window_graphs (each direction window's own graph)")
   parser.add_argument("--json", action="store_true", help="print one JSON line (for scripts)")
   args = parser.parse_args()
   config = load_config(args.config)
@@ -161,6 +170,8 @@ def main():
     config.model.dtype = args.dtype
   if args.unet_width_mult:
     config.model.unet_width_mult = args.unet_width_mult
+  if args.dir_window_graphs:
+    config.model.dir_window_graphs = True
   r = time_train_step(config, args.batch, args.steps)
   if args.json:
     print(json.dumps(dict(r, devices=jax.device_count(), batch=args.batch, steps=args.steps,

@@ -212,6 +212,33 @@ def test_graphs_equal_the_training_examples(trained_tiny_workdir, tiny_data_dir,
 
 
 @pytest.mark.slow
+def test_dir_window_graphs_condition_each_direction_window_on_its_own_graph(trained_tiny_workdir,
+                                                                            separator):
+  """The same weights with config.model.dir_window_graphs: each slice reads its window's graph."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  _, stem, _ = trained_tiny_workdir
+  wav, _ = media.load_audio(stem + ".wav", target_sr=11025)
+  graphs = separator.separate(stem + ".mp4", stem + ".wav", num_sources=2).graphs
+  config = ml_collections.ConfigDict(separator.config.to_dict())
+  config.model.dir_window_graphs = True
+  windowed = inference.Separator(config, separator.variables, separator.meta)
+  # Every window holding window 0's graph: the flag changes nothing.
+  same = dataclasses.replace(graphs, **{
+      k: np.broadcast_to(getattr(graphs, k)[:1], getattr(graphs, k).shape)
+      for k in ("node_features", "node_mask", "node_type", "adjacency")})
+  a = separator.separate_waveform(wav, same, 2)
+  b = windowed.separate_waveform(wav, same, 2)
+  np.testing.assert_allclose(b["dir_probs"], a["dir_probs"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(b["slots"], a["slots"], atol=1e-6)
+  # The clip's own graphs: the separation is the same, the later windows' directions are not.
+  a = separator.separate_waveform(wav, graphs, 2)
+  b = windowed.separate_waveform(wav, graphs, 2)
+  np.testing.assert_allclose(b["slots"], a["slots"], atol=1e-6)
+  np.testing.assert_allclose(b["dir_probs"][:, 0], a["dir_probs"][:, 0], rtol=1e-5, atol=1e-6)
+  assert np.nanmax(np.abs(b["dir_probs"] - a["dir_probs"])) > 1e-4
+
+
+@pytest.mark.slow
 def test_missing_and_mismatched_checkpoints_are_refused(trained_tiny_workdir, tmp_path):
   workdir, _, _ = trained_tiny_workdir
   with pytest.raises(inference.InferenceError, match="workdir not found"):

@@ -105,3 +105,28 @@ def test_eval_pairs_fixed_and_unit_gain():
 def test_too_few_clips():
   with pytest.raises(ValueError, match="at least 2 clips"):
     input_pipeline.pair_dataset(SOURCE[:1], CFG, seed=0, train=True)
+
+
+def test_window_graphs_hold_each_label_window_graph():
+  """config.model.dir_window_graphs: window k of a crop from window w carries window w+k's graph
+  (the clip's last valid window's past its end); without it there are no window_* arrays."""
+  import dataclasses
+  cfg = dataclasses.replace(CFG, window_graphs=True)
+  ex = dict(SOURCE[3])
+  ex["window_valid"] = np.arange(NW) < 8  # windows 8, 9 invalid and, as in preprocess, unlabelled
+  ex["dir10"] = np.where(ex["window_valid"][:, None], ex["dir10"], -1)
+  view = input_pipeline.clip_view(ex, 4, 1.0, cfg)
+  assert view["window_node_features"].shape == (6, preprocess.MAX_NODES, F)
+  assert view["window_edge_mask"].shape == (6, preprocess.MAX_NODES * (preprocess.MAX_NODES - 1))
+  for k, w in enumerate([4, 5, 6, 7, 7, 7]):
+    g = input_pipeline.window_graph(ex, w)
+    for key, v in g.items():
+      np.testing.assert_array_equal(view["window_" + key][k], v)
+  # window 0 is the crop's own graph
+  for key in ("node_features", "node_mask", "node_type", "edge_weight", "edge_mask"):
+    np.testing.assert_array_equal(view["window_" + key][0], view[key])
+  assert not (view["dir_valid"][:, 4:]).any()  # the clamped windows carry no labels
+  assert not any(k.startswith("window_") for k in input_pipeline.clip_view(ex, 4, 1.0, CFG))
+  b = next(iter(input_pipeline.batched(input_pipeline.pair_dataset(SOURCE, cfg, seed=0,
+                                                                    train=True), 2)))
+  assert b["window_node_mask"].shape == (2, 2, 6, preprocess.MAX_NODES)

@@ -472,3 +472,37 @@ def test_unet_group_norm_masks_depend_on_their_own_mixture_only():
   brun = _FastJit(lambda v, s, c: batch.apply(v, s, c, True, mutable=["batch_stats"])[0])
   assert np.abs(np.asarray(brun(bvars, spec, cond))[:1]
                 - np.asarray(brun(bvars, spec[:1], cond[:1]))).max() > 1e-4
+
+
+def test_dir_window_graphs_give_each_slice_its_own_window_embedding(train_step_result):
+  r = train_step_result
+  variables, base = r["variables"], dict(r["batch"])
+  model_w = models.create_model(dict(TINY, dir_window_graphs=True))
+  fwd = lambda m: _FastJit(lambda v, b: m.apply(v, b, train=False))
+  keys = ("node_features", "node_mask", "node_type", "edge_weight", "edge_mask")
+  # Every window holding the crop's graph: the same parameters give the default model's outputs.
+  same = dict(base, **{"window_" + k: jnp.repeat(base[k][:, :, None], 6, axis=2) for k in keys})
+  out0 = fwd(r["model"])(variables, base)
+  out1 = fwd(model_w)(variables, same)
+  for k in ("dir_logits", "masks", "cons_logits"):
+    np.testing.assert_allclose(out1[k], out0[k], rtol=1e-5, atol=1e-5)
+  # Another graph in window 3 changes slice 3's direction logits only.
+  nf = np.array(same["window_node_features"])
+  nf[:, :, 3] = np.random.default_rng(7).normal(size=nf[:, :, 3].shape)
+  out2 = fwd(model_w)(variables, dict(same, window_node_features=jnp.asarray(nf)))
+  diff = np.abs(np.asarray(out2["dir_logits"]) - np.asarray(out1["dir_logits"])).max(
+      axis=(0, 1, 2, 4))
+  assert diff[3] > 1e-4 and np.all(np.delete(diff, 3) == 0.0), diff
+  np.testing.assert_array_equal(out2["masks"], out1["masks"])
+  # The window graphs are required, and shaped per window.
+  with pytest.raises(ValueError, match="dir_window_graphs"):
+    model_w.apply(variables, base, train=False)
+  bad = dict(same, window_node_mask=same["window_node_mask"][:, :, :5])
+  with pytest.raises(ValueError, match="window_node_mask"):
+    model_w.apply(variables, bad, train=False)
+  shapes = models.batch_shapes(dict(TINY, dir_window_graphs=True), 3, NN, 30, spec_shape=(H, H))
+  assert shapes["window_node_features"].shape == (3, 2, 6, NN, F)
+  assert shapes["window_edge_mask"].shape == (3, 2, 6, 30) and "window_edge_mask" not in \
+      models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H))
+  with pytest.raises(ValueError, match="dir_window_graphs"):
+    models.create_model(dict(TINY, dir_window_graphs="yes"))

@@ -49,6 +49,13 @@ Design choices (documented here once):
   BatchNorm on the first encoder layer, as the Co-Separation public U-Net), ``conv_transpose_impl``
   ("custom" fast kernel gradient | "plain"), ``sep_log_eps`` (1e-4, bounds the log's gradient
   where a mask is ~0), ``compact_slots`` (True).
+* Direction conditioning: the paper builds a scene graph in each 1 s window's reference frame
+  and gives h_Lambda "the visual encoding of the source i" beside the window's spectrogram slice,
+  without saying which window's graph that encoding comes from. By default every slice of a crop
+  sees the embedding of the crop's first window (the one that conditions the U-Net);
+  ``dir_window_graphs`` (optional key, False) runs the same graph encoder and GRU on each slice's
+  own window graph (batch keys `WINDOW_BATCH_DTYPES`) and gives each slice that embedding. The
+  separation is conditioned as before.
 * ``dtype`` is the compute dtype (``"bfloat16"`` for accelerators); parameters stay float32 and
   every output above is float32.
 """
@@ -83,6 +90,16 @@ BATCH_DTYPES: dict[str, Any] = {
     "edge_mask": jnp.bool_,          # [B, U, Ne]
     "source_mask": jnp.bool_,        # [B, U, S]
 }
+# Each direction window's own scene graph (only with config.model.dir_window_graphs); the
+# senders/receivers and source_mask above serve every window.
+WINDOW_BATCH_DTYPES: dict[str, Any] = {
+    "window_node_features": jnp.float32,  # [B, U, Wd, Nn, F]
+    "window_node_mask": jnp.bool_,        # [B, U, Wd, Nn]
+    "window_node_type": jnp.int32,        # [B, U, Wd, Nn]
+    "window_edge_weight": jnp.float32,    # [B, U, Wd, Ne]
+    "window_edge_mask": jnp.bool_,        # [B, U, Wd, Ne]
+}
+_ALL_DTYPES = {**BATCH_DTYPES, **WINDOW_BATCH_DTYPES}
 
 _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads", "gat_head_dim",
                       "edgeconv_dim", "num_slots", "num_videos", "num_classes",
@@ -90,7 +107,7 @@ _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads
                       "num_dir_windows", "cls_width")
 # Keys read with their `ModelSpec` default when the config lacks them.
 OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots",
-                 "node_batch_norm", "unet_cond_scale", "unet_norm")
+                 "node_batch_norm", "unet_cond_scale", "unet_norm", "dir_window_graphs")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -123,6 +140,7 @@ class ModelSpec:
   node_batch_norm: bool = False
   unet_cond_scale: float = 1.0
   unet_norm: str = "batch"
+  dir_window_graphs: bool = False
 
 
 def _lookup(cfg: Any, key: str) -> Any:
@@ -175,6 +193,9 @@ def spec_from_config(model_config: Any) -> ModelSpec:
   if values.get("unet_norm", "batch") not in UNET_NORMS:
     raise ValueError(f"config.model.unet_norm must be one of {UNET_NORMS}, got "
                      f"{values['unet_norm']!r}")
+  if not isinstance(values.get("dir_window_graphs", False), bool):
+    raise ValueError("config.model.dir_window_graphs must be True or False, got "
+                     f"{values['dir_window_graphs']!r}")
   if values.get("conv_transpose_impl", "custom") not in ("custom", "plain"):
     raise ValueError("config.model.conv_transpose_impl must be 'custom' or 'plain', got "
                      f"{values['conv_transpose_impl']!r}")
@@ -267,6 +288,20 @@ def _check_batch(batch: Mapping[str, Array], spec: ModelSpec) -> None:
   for k in ("node_mask", "node_type"):
     if tuple(batch[k].shape) != nf.shape[:3]:
       raise ValueError(f"batch[{k!r}] must be {nf.shape[:3]}, got {batch[k].shape}")
+  if spec.dir_window_graphs:
+    missing = [k for k in WINDOW_BATCH_DTYPES if k not in batch]
+    if missing:
+      raise ValueError(f"config.model.dir_window_graphs needs each direction window's graph; the "
+                       f"batch is missing {missing}")
+    wnf = batch["window_node_features"]
+    want = (b, u, spec.num_dir_windows) + tuple(nf.shape[2:])
+    if tuple(wnf.shape) != want:
+      raise ValueError(f"batch['window_node_features'] must be {want}, got {wnf.shape}")
+    for k, shape in (("window_node_mask", want[:4]), ("window_node_type", want[:4]),
+                     ("window_edge_weight", want[:3] + tuple(batch["edge_weight"].shape[2:])),
+                     ("window_edge_mask", want[:3] + tuple(batch["edge_mask"].shape[2:]))):
+      if tuple(batch[k].shape) != shape:
+        raise ValueError(f"batch[{k!r}] must be {shape}, got {batch[k].shape}")
 
 
 class ASMP(nn.Module):
@@ -338,6 +373,23 @@ class ASMP(nn.Module):
     emb = assign_steps_to_slots(steps, batch["source_mask"]) if sp.compact_slots else steps
     return {"embeddings": emb, "graph_embedding": zeta.astype(jnp.float32)}
 
+  def window_embeddings(self, batch: Mapping[str, Array], train: bool = False) -> Array:
+    """Each direction window's own unit embeddings ``[B, U, S, Wd, E]`` (`WINDOW_BATCH_DTYPES`).
+
+    The same `embed` (shared parameters) runs on the ``U * Wd`` window graphs of each example;
+    with ``node_batch_norm`` this second pass normalises by the window graphs' own batch
+    statistics in training and also updates the running statistics.
+    """
+    nf = batch["window_node_features"]
+    b, u, wd = nf.shape[:3]
+    wb = {k[len("window_"):]: batch[k].reshape((b, u * wd) + batch[k].shape[3:])
+          for k in WINDOW_BATCH_DTYPES}
+    for k in ("senders", "receivers", "source_mask", "class_labels"):
+      if k in batch:  # per video -> per (video, window), video-major like the reshape above
+        wb[k] = jnp.repeat(batch[k], wd, axis=1)
+    emb = self.embed(wb, train)["embeddings"]                            # [B, U*Wd, S, E]
+    return jnp.moveaxis(emb.reshape((b, u, wd) + emb.shape[2:]), 2, 3)
+
   def separate(self, mix_log_mag: Array, embeddings: Array, train: bool = False) -> Array:
     """Masks ``[B, C, H, W]`` (float32, [0, 1]) for ``C`` embeddings ``[B, C, E]`` per mixture."""
     return self.unet(mix_log_mag.astype(jnp.float32), embeddings, train)
@@ -356,7 +408,11 @@ class ASMP(nn.Module):
     out["sep_log_mag"] = sep
     flat_sep = sep.reshape(b * u * s, h, w)
     out["cons_logits"] = self.consistency(flat_sep, train).reshape(b, u, s, sp.num_classes)
-    dirs = self.direction(flat_sep, emb.reshape(b * u * s, e), train)
+    if sp.dir_window_graphs:
+      dir_emb = self.window_embeddings(batch, train).reshape(b * u * s, sp.num_dir_windows, e)
+    else:
+      dir_emb = emb.reshape(b * u * s, e)
+    dirs = self.direction(flat_sep, dir_emb, train)
     out["dir_logits"] = dirs.reshape(b, u, s, sp.num_dir_windows, sp.num_direction_classes)
     return out
 
@@ -382,7 +438,13 @@ def batch_shapes(model_config: Any, batch_size: int, num_nodes: int, num_edges: 
       "edge_mask": bu + (num_edges,),
       "source_mask": bu + (sp.num_slots,),
   }
-  out = {k: jax.ShapeDtypeStruct(v, BATCH_DTYPES[k]) for k, v in shapes.items()}
+  if sp.dir_window_graphs:
+    buw = bu + (sp.num_dir_windows,)
+    shapes.update({
+        "window_node_features": buw + (num_nodes, sp.node_feature_dim),
+        "window_node_mask": buw + (num_nodes,), "window_node_type": buw + (num_nodes,),
+        "window_edge_weight": buw + (num_edges,), "window_edge_mask": buw + (num_edges,)})
+  out = {k: jax.ShapeDtypeStruct(v, _ALL_DTYPES[k]) for k, v in shapes.items()}
   if sp.graph_mode == "class_label":  # the audio-only baseline also reads the labels
     out["class_labels"] = jax.ShapeDtypeStruct(bu + (sp.num_slots,), jnp.int32)
   return out
@@ -402,9 +464,9 @@ def init_variables(model: ASMP, rng: Array, batch_shapes: Mapping[str, Any]) -> 
   """
   def zeros(k: str, v: Any) -> Array:
     if hasattr(v, "shape"):
-      dt = getattr(v, "dtype", None) or BATCH_DTYPES.get(k, jnp.float32)
+      dt = getattr(v, "dtype", None) or _ALL_DTYPES.get(k, jnp.float32)
       return jnp.zeros(tuple(v.shape), dt)
-    return jnp.zeros(tuple(v), BATCH_DTYPES.get(k, jnp.float32))
+    return jnp.zeros(tuple(v), _ALL_DTYPES.get(k, jnp.float32))
 
   def _init(key: Array, batch: dict[str, Array]) -> dict[str, Any]:
     return dict(model.init({"params": key}, batch, train=False))

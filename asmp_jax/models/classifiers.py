@@ -10,7 +10,9 @@ into ``num_windows`` time slices of ``window_cols`` columns every ``window_strid
 code: 46 columns, stride 42 -> 6 slices over 256 columns, each ~1 s at 11025 Hz / hop 256), each
 slice is a separate sample for the backbone, and the paper's "it also sees y_i" is implemented by
 concatenating the source's unit embedding to the pooled backbone feature before the hidden layer:
-``[backbone(slice) (8w) || y_i (E)] -> Linear 256 -> ReLU -> Linear D``.
+``[backbone(slice) (8w) || y_i (E)] -> Linear 256 -> ReLU -> Linear D``. By default one y_i (from
+the crop's first window's scene graph) serves all slices; ``config.model.dir_window_graphs`` gives
+each slice the y_i of its own window's graph (asmp_jax.models.asmp).
 """
 from __future__ import annotations
 
@@ -113,7 +115,8 @@ def time_windows(spec: Array, window_cols: int, window_stride: int, num_windows:
 class DirectionClassifier(nn.Module):
   """Per-window motion-direction logits h_Lambda (module docstring).
 
-  ``__call__(spec [N, H, T], embed [N, E], train) -> [N, num_windows, num_directions]`` float32.
+  ``__call__(spec [N, H, T], embed [N, E] or [N, num_windows, E], train) -> [N, num_windows,
+  num_directions]`` float32; a 3-d ``embed`` gives each time slice its own embedding.
   """
   num_directions: int
   window_cols: int = 46
@@ -131,8 +134,9 @@ class DirectionClassifier(nn.Module):
     slices = slices.reshape((n * self.num_windows,) + slices.shape[-2:])
     feat = ResNetBackbone(self.width, self.blocks, dtype=self.dtype, name="backbone")(slices, train)
     feat = feat.reshape(n, self.num_windows, -1)
-    emb = jnp.broadcast_to(embed[:, None, :].astype(self.dtype),
-                           (n, self.num_windows, embed.shape[-1]))
+    if embed.ndim == 2:  # one embedding for every window
+      embed = embed[:, None, :]
+    emb = jnp.broadcast_to(embed.astype(self.dtype), (n, self.num_windows, embed.shape[-1]))
     x = jnp.concatenate([feat, emb], axis=-1)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
     return nn.Dense(self.num_directions, dtype=self.dtype, name="head")(x).astype(jnp.float32)
