@@ -27,7 +27,9 @@ What happens to a video (the details are in docs/inference.md):
    number of crops. Slot ``k < N`` is an auditory source, the last slot the background.
 5. **Predictions**: the consistency classifier's class probabilities (averaged over crops) and the
    direction classifier's per-window probabilities (each time slice is assigned to the 1 s window
-   holding its centre; probabilities averaged over every crop that covers the window).
+   holding its centre; probabilities averaged over every crop that covers the window). With
+   ``config.model.dir_window_graphs`` each time slice is conditioned on the graph of the window
+   holding its centre, the separation still on the crop's first window's.
 """
 
 from __future__ import annotations

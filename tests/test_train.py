@@ -217,6 +217,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp
   assert cache.is_dir() and any(cache.iterdir())
 
 
+@pytest.mark.slow
+def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
+  """The per-window direction conditioning end to end: pipeline, train step, test evaluation."""
+  workdir = str(tmp_path / "run")
+  proc = run_launch(workdir, tiny_data_dir, "--config.model.dir_window_graphs=True",
+                    "--config.train.num_train_steps=2", "--config.eval.num_pairs=2")
+  assert proc.returncode == 0, proc.stdout[-3000:]
+  with open(os.path.join(workdir, "eval_test.json")) as f:
+    results = json.load(f)
+  assert results["direction_count"] > 0 and results["model"]["num_valid"] > 0
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["dir_window_graphs"] is True
+
+
 def test_piecewise_learning_rate_and_its_refusals():
   from asmp_jax import train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
