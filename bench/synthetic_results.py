@@ -51,6 +51,11 @@ VARIANTS = {
     "asmp_dir28_share": ("ASMP, 28 classes, direction loss matched per clip",
                          ["--config.model.num_direction_classes=28",
                           "--config.loss.share_direction_permutation=True"]),
+    # The direction head reading each 1 s window's own scene graph (config.model.
+    # dir_window_graphs), with the loss matched per clip as the evaluation matches.
+    "asmp_share_windows": ("ASMP, direction loss matched per clip, each window's own graph",
+                           ["--config.loss.share_direction_permutation=True",
+                            "--config.model.dir_window_graphs=True"]),
 }
 
 
