@@ -71,8 +71,8 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray
   }
   if config.model.get("dir_window_graphs"):  # each direction window's graph: the crop's, repeated
     wd = config.model.num_dir_windows
-    for k in ("node_features", "node_mask", "node_type", "edge_weight", "edge_mask"):
-      batch["window_" + k] = np.repeat(batch[k][:, :, None], wd, axis=2)
+    for k in asmp_model.WINDOW_BATCH_DTYPES:
+      batch[k] = np.repeat(batch[k.removeprefix("window_")][:, :, None], wd, axis=2)
   return batch
 
 
