@@ -280,6 +280,12 @@ def load_saved_config(workdir: str) -> ml_collections.ConfigDict | None:
 
 # Config sections whose values decide the shapes or the meaning of the saved state.
 _STATE_DEFINING = ("model", "graph.feature_extractor", "data.name", "train.weight_decay")
+# Model settings that change only how the same parameters are used, not what is saved: a run
+# may be resumed, or started with init_from, with them switched (reported by resume_changes).
+# dtype: compute precision (params, optimizer state and batch stats stay float32).
+# dir_window_graphs: which window's graph the direction head reads (same encoder and GRU), e.g.
+# fine-tuning a trained separator's direction head on each window's own graph.
+_NOT_STATE_DEFINING = ("model.dtype", "model.dir_window_graphs")
 
 
 def _flatten(d, prefix=""):
@@ -334,7 +340,8 @@ def _config_differences(saved, current) -> dict[str, tuple[Any, Any]]:
 
 
 def _state_defining(key: str) -> bool:
-  return any(key == p or key.startswith(p + ".") for p in _STATE_DEFINING)
+  return key not in _NOT_STATE_DEFINING and any(key == p or key.startswith(p + ".")
+                                                for p in _STATE_DEFINING)
 
 
 def check_compatible(saved, current, source: str = "") -> None:

@@ -174,6 +174,19 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   with pytest.raises(train.TrainingError, match=(r"model.retired_layer: checkpoint True vs now "
                                                  r"<not a setting of this code>(.|\n)*delete")):
     train.check_compatible(removed, same)
+  # Model settings that only change how the same parameters are used are resumable changes.
+  switched = type(saved)(saved.to_dict())
+  switched.model.dir_window_graphs = not saved.model.dir_window_graphs
+  switched.model.dtype = "bfloat16"
+  train.check_compatible(saved, switched)
+  train.check_compatible(saved, switched, source="/elsewhere")
+  assert train.resume_changes(saved, switched, 250) == [
+      f"model.dir_window_graphs: {saved.model.dir_window_graphs} -> "
+      f"{switched.model.dir_window_graphs}", "model.dtype: 'float32' -> 'bfloat16'"]
+  switched.model.embed_dim += 1  # one that does define the state is still refused
+  with pytest.raises(train.TrainingError, match="model.embed_dim") as err:
+    train.check_compatible(saved, switched)
+  assert "dir_window_graphs" not in str(err.value) and "dtype" not in str(err.value)
   # A saved schedule this code cannot evaluate is reported, not fatal.
   bad = type(saved)(saved.to_dict())
   bad.train.lr_values = (1e-3,)
