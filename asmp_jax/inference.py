@@ -885,19 +885,14 @@ class Separator:
       self._fns[key] = jax.jit(crop_separation_fn(self.model, norm, mask_override))
     return self._fns[key]
 
-  def _crop_graph(self, graphs: SceneGraphs, window: int, source_mask: np.ndarray,
-                  slice_windows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Model inputs ``[1, ...]`` of a crop conditioned on ``window``'s graph; with
-    ``slice_windows`` (config.model.dir_window_graphs) also each direction slice's own graph."""
-    senders, receivers = preprocess.dense_edges(preprocess.MAX_NODES)
+  @staticmethod
+  def _window_graphs(graphs: SceneGraphs, num_windows: int) -> dict[str, np.ndarray]:
+    """Every window's graph as model inputs (input_pipeline.window_graph), stacked
+    ``[num_windows, ...]``: built once per clip, indexed per crop and per direction slice."""
     ex = {"adjacency": graphs.adjacency, "node_mask": graphs.node_mask,
           "node_features": graphs.node_features, "node_type": graphs.node_type}
-    out = {**input_pipeline.window_graph(ex, window), "senders": senders, "receivers": receivers,
-           "source_mask": source_mask}
-    if slice_windows is not None:
-      per = [input_pipeline.window_graph(ex, int(k)) for k in slice_windows]
-      out.update({"window_" + k: np.stack([g[k] for g in per]) for k in per[0]})
-    return {k: v[None] for k, v in out.items()}
+    per = [input_pipeline.window_graph(ex, w) for w in range(num_windows)]
+    return {k: np.stack([g[k] for g in per]) for k in per[0]}
 
   def separate_waveform(self, wav: np.ndarray, graphs: SceneGraphs, num_sources: int,
                         mask_override: MaskOverride | None = None) -> dict[str, np.ndarray]:
@@ -925,6 +920,8 @@ class Separator:
     source_mask[:num_sources] = True
     source_mask[-1] = True
     fn = self._separation_fn(mask_override)
+    window_graphs = self._window_graphs(graphs, n_win_graph)
+    senders, receivers = preprocess.dense_edges(preprocess.MAX_NODES)
     total = np.zeros((s, length), np.float32)
     count = np.zeros((length,), np.float32)
     cons_sum = np.zeros((s, sp.num_classes), np.float64)
@@ -941,13 +938,17 @@ class Separator:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - real)])  # static batch size
       crops = np.stack([np.pad(wav[st:st + self.crop], (0, max(0, st + self.crop - length)))
                         for st in chunk]).astype(np.float32)
+      # Each crop is conditioned on the graph of the window it starts in; with dir_window_graphs
+      # each direction slice also reads the graph of the window holding the slice's centre.
       windows = np.minimum(chunk // win, n_win_graph - 1)
-      # Window of each direction slice's centre (its own graph with dir_window_graphs).
-      slice_win = np.minimum((chunk[:, None] + slice_centre[None]) // win, n_win_graph - 1)
-      graph = [self._crop_graph(graphs, int(wi), source_mask,
-                                slice_win[j] if sp.dir_window_graphs else None)
-               for j, wi in enumerate(windows)]
-      batch = {k: np.stack([g[k] for g in graph]) for k in graph[0]}
+      # Graph inputs are [batch, video, ...] with one video per crop.
+      batch = {k: v[windows, None] for k, v in window_graphs.items()}
+      if sp.dir_window_graphs:
+        slice_win = np.minimum((chunk[:, None] + slice_centre[None]) // win,
+                               n_win_graph - 1).astype(np.int64)
+        batch.update({"window_" + k: v[slice_win][:, None] for k, v in window_graphs.items()})
+      batch.update({k: np.broadcast_to(v, (bs, 1) + v.shape) for k, v in
+                    (("senders", senders), ("receivers", receivers), ("source_mask", source_mask))})
       batch["audio"] = crops
       out = jax.device_get(fn(self.variables, batch))
       for j in range(real):
