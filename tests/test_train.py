@@ -232,11 +232,18 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp
 
 @pytest.mark.slow
 def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
-  """The per-window direction conditioning end to end: pipeline, train step, test evaluation."""
+  """The per-window direction conditioning end to end: pipeline, train step, test evaluation,
+  resuming a run trained without it (the same parameters; the switch is logged as a change)."""
   workdir = str(tmp_path / "run")
+  first = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=1",
+                     "--config.train.checkpoint_every=1", "--config.eval.num_pairs=0")
+  assert first.returncode == 0, first.stdout[-3000:]
   proc = run_launch(workdir, tiny_data_dir, "--config.model.dir_window_graphs=True",
                     "--config.train.num_train_steps=2", "--config.eval.num_pairs=2")
   assert proc.returncode == 0, proc.stdout[-3000:]
+  assert "Resuming from the checkpoint of step 1" in proc.stdout
+  assert "model.dir_window_graphs: False -> True" in proc.stdout
+  assert "step 2/2" in proc.stdout and _ckpt_steps(workdir)[-1] == 2
   with open(os.path.join(workdir, "eval_test.json")) as f:
     results = json.load(f)
   assert results["direction_count"] > 0 and results["model"]["num_valid"] > 0
@@ -275,3 +282,14 @@ def test_a_config_json_from_before_a_key_existed_loads_with_the_default(tmp_path
   assert loaded.model.graph_mode == base.model.graph_mode
   assert loaded.model.embed_dim == written["model"]["embed_dim"] != base.model.embed_dim
   assert loaded.data.builder_config == "tiny"
+
+
+def test_keep_if_finite_takes_the_new_tree_only_when_finite():
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  old = {"step": np.int32(3), "w": np.zeros((2, 3), np.float32)}
+  new = {"step": np.int32(4), "w": np.full((2, 3), np.nan, np.float32)}
+  guard = jax.jit(train.keep_if_finite)
+  kept = guard(np.bool_(False), new, old)
+  taken = guard(np.bool_(True), new, old)
+  assert int(kept["step"]) == 3 and np.array_equal(kept["w"], old["w"])
+  assert int(taken["step"]) == 4 and np.isnan(taken["w"]).all()
