@@ -70,6 +70,8 @@ def main() -> None:
   tx = train.create_optimizer(config.train)
   state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r))(
       batch, jax.random.key(0))
+  print(f"train state: {len(jax.tree.leaves(state))} leaves, "
+        f"{len(jax.tree.leaves(state.params))} of them parameters (one gradient leaf each)")
   results = {g: [] for g in GUARDS}
   for r in range(args.rounds):
     for guard in GUARDS:
