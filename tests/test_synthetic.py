@@ -54,7 +54,9 @@ def _projected_centres(clip):
     ("depth_range", (5.0, 2.0)), ("speed_of_sound", 3.0), ("sounding_classes", ("violin", "tuba")),
     ("det_miss_prob", -0.1), ("peak_level", 1.2), ("wall_depth", 5.0), ("max_context", 2.5),
     ("crf", 60), ("size_range", (0.0, 0.5)), ("camera_motion_prob", float("nan")),
-    ("motion_persistence", 1.5),
+    ("motion_persistence", 1.5), ("motion_kind_weights", (1.0, 1.0)),
+    ("motion_kind_weights", (0.0,) * 7), ("motion_kind_weights", (-1.0,) + (1.0,) * 6),
+    ("motion_kind_weights", 3),
 ])
 def test_bad_config_values_are_rejected_by_name(field, value):
   with pytest.raises(ValueError, match=field):
@@ -195,6 +197,46 @@ def test_motion_persistence_repeats_the_previous_window_and_zero_draws_nothing_e
       assert np.all((v[w] == v[w - 1]) | (v[w] == -v[w - 1]) | (v[w] == 0)), (w, v)
   with pytest.raises(ValueError, match="persistence"):
     _trajectories(1.2, n=1)
+
+
+def test_the_seventh_motion_kind_at_weight_zero_draws_what_six_kinds_drew():
+  # DEFAULT_KIND_WEIGHTS appends "lateral+vertical+depth" with weight 0 to the six kinds that
+  # every build before it was made with; the trajectories (and so every default clip) stay the
+  # same only if numpy's weighted choice draws the same index, and leaves the generator in the same
+  # state, with a trailing zero weight.
+  six = np.asarray(geometry.DEFAULT_KIND_WEIGHTS[:-1]) / sum(geometry.DEFAULT_KIND_WEIGHTS)
+  assert geometry.DEFAULT_KIND_WEIGHTS[-1] == 0
+  assert geometry.MOTION_KINDS[-1] == "lateral+vertical+depth"
+  a, b = np.random.default_rng(0), np.random.default_rng(0)
+  draws_six = [a.choice(6, p=six) for _ in range(2000)]
+  draws_seven = [b.choice(7, p=np.append(six, 0.0)) for _ in range(2000)]
+  assert draws_six == draws_seven and a.random() == b.random()
+  assert len(set(draws_six)) == 6
+
+
+def test_all_weight_on_the_three_axis_kind_moves_every_moving_window_along_three_axes():
+  limits = geometry.MotionLimits(depth=(2.0, 8.0), max_tan_x=0.4, max_tan_y=0.4, max_y=1.0)
+  counts = {"still": 0, "lateral+vertical+depth": 0, "other": 0}
+  for seed in range(100):
+    traj, kinds = geometry.sample_trajectory(
+        np.random.default_rng(seed), np.array([0.0, 0.0, 5.0]), 10, 1.0, 0.1, limits, 0.2,
+        (0.12, 0.3), (1.0, 3.0), kind_weights=(0, 0, 0, 0, 0, 0, 1))
+    for v, kind in zip(traj.velocities, kinds):
+      assert kind == "+".join(n for n, x in zip(("lateral", "vertical", "depth"), v) if x != 0) \
+          or (kind == "still" and not np.any(v))
+      counts[kind if kind in counts else "other"] += 1
+  moving = counts["lateral+vertical+depth"] + counts["other"]
+  # still_prob (0.2), plus the windows whose every reversal of the three components leaves these
+  # narrow bounds; a component is reversed first, and dropped only if that fails too.
+  assert 0.15 < counts["still"] / 1000 < 0.4
+  assert counts["other"] < 0.1 * moving
+  # Through the generator config, for the sounding objects of a clip.
+  cfg = GeneratorConfig(duration_s=4.0, motion_kind_weights=(0, 0, 0, 0, 0, 0, 1))
+  clip = generator.generate_clip(11, cfg)
+  kinds = [o["motion"] for o in clip.sidecar["objects"] if o["sounding"]]
+  assert kinds and all(k in ("still", "lateral+vertical+depth") or k.count("+") == 1
+                       for ks in kinds for k in ks)
+  assert any(k == "lateral+vertical+depth" for ks in kinds for k in ks)
 
 
 def test_derived_seeds_depend_on_seed_split_and_index():

@@ -81,6 +81,18 @@ def test_persistent_config_changes_only_the_motion_persistence():
   assert dataclasses.replace(gen, motion_persistence=0.0) == base
 
 
+def test_octant_config_changes_only_the_motion_kinds():
+  configs = {c.name: c for c in sdb.BUILDER_CONFIGS}
+  default, octant = configs["default"], configs["octant"]
+  for field in ("num_train", "num_val", "num_test", "seed", "detections", "flow",
+                "feature_extractor"):
+    assert getattr(octant, field) == getattr(default, field), field
+  gen = sdb._generator_config(octant)  # pylint: disable=protected-access
+  base = sdb._generator_config(default)  # pylint: disable=protected-access
+  assert gen.motion_kind_weights == (0,) * 6 + (1,)
+  assert dataclasses.replace(gen, motion_kind_weights=base.motion_kind_weights) == base
+
+
 @pytest.mark.slow
 def test_split_over_the_shuffle_buffer_builds_without_tensorflow(tiny_data_dir, tmp_path,
                                                                  monkeypatch):

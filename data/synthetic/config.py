@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
-from asmp_data.synthetic import classes
+from asmp_data.synthetic import classes, geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,13 @@ class GeneratorConfig:
     motion_persistence: probability that a window keeps the previous window's velocity (an object
       goes on moving the way it was, bouncing off the scene's bounds), so that its heading in one
       frame foretells the next windows' motion. 0 (the default) draws every window afresh.
+    motion_kind_weights: relative probabilities of a sounding object's moving kinds
+      (``geometry.MOTION_KINDS[1:]``: lateral, vertical, depth, lateral+depth, vertical+depth,
+      lateral+vertical, lateral+vertical+depth) in a window that is not still. The default moves
+      along one or two axes; all weight on the last kind moves every moving window along all three,
+      so that its 10-class octant (the signs of all three components) is set by the motion and not
+      by the estimation noise of an axis it does not move along. Silent distractors keep the
+      default.
     view_margin_px: object centres stay this far inside the frame (before camera motion).
 
   Sound:
@@ -99,6 +106,7 @@ class GeneratorConfig:
   lateral_speed_range: tuple[float, float] = (0.12, 0.3)
   depth_speed_range: tuple[float, float] = (1.0, 3.0)
   motion_persistence: float = 0.0
+  motion_kind_weights: tuple[float, ...] = geometry.DEFAULT_KIND_WEIGHTS
   view_margin_px: float = 14.0
   # Sound.
   speed_of_sound: float = 40.0
@@ -122,6 +130,11 @@ class GeneratorConfig:
     object.__setattr__(self, "size_range", tuple(self.size_range))
     object.__setattr__(self, "lateral_speed_range", tuple(self.lateral_speed_range))
     object.__setattr__(self, "depth_speed_range", tuple(self.depth_speed_range))
+    try:
+      object.__setattr__(self, "motion_kind_weights",
+                         tuple(float(x) for x in self.motion_kind_weights))
+    except (TypeError, ValueError):
+      _fail("motion_kind_weights", self.motion_kind_weights, "a sequence of numbers")
     object.__setattr__(self, "source_level_db_range", tuple(self.source_level_db_range))
     _validate(self)
 
@@ -244,6 +257,13 @@ def _validate(cfg: GeneratorConfig) -> None:
   _check_range(cfg, "lateral_speed_range", 0.0)
   _check_range(cfg, "depth_speed_range", 0.0)
   number("motion_persistence", 0, 1)
+  weights = cfg.motion_kind_weights
+  if (len(weights) != len(geometry.MOTION_KINDS) - 1 or not all(math.isfinite(x) and x >= 0
+                                                               for x in weights)
+      or sum(weights) <= 0):
+    _fail("motion_kind_weights", weights,
+          f"{len(geometry.MOTION_KINDS) - 1} non-negative weights, not all 0, for "
+          f"{geometry.MOTION_KINDS[1:]}")
   number("view_margin_px", 0, min(cfg.width, cfg.height) / 2, lo_open=False)
   number("speed_of_sound", 0, lo_open=True)
   max_speed = (cfg.depth_speed_range[1] + 2 * cfg.lateral_speed_range[1] * cfg.depth_range[1])

@@ -199,13 +199,17 @@ class MotionLimits:
 
 # Motion kinds a window can have; the sidecar records one per window and object.
 MOTION_KINDS = ("still", "lateral", "vertical", "depth", "lateral+depth", "vertical+depth",
-                "lateral+vertical")
+                "lateral+vertical", "lateral+vertical+depth")
+# Relative probabilities of the moving kinds (MOTION_KINDS[1:]) unless a caller gives others. The
+# last kind, added after the others, has weight 0 here: numpy's weighted choice then draws exactly
+# what it drew over the first six kinds alone, so trajectories made before it existed are unchanged.
+DEFAULT_KIND_WEIGHTS = (0.3, 0.12, 0.28, 0.15, 0.1, 0.05, 0.0)
 
 
 def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: int,
                       window_s: float, ramp_s: float, limits: MotionLimits, still_prob: float,
                       lateral_speed: tuple[float, float], depth_speed: tuple[float, float],
-                      kind_weights: tuple[float, ...] = (0.3, 0.12, 0.28, 0.15, 0.1, 0.05),
+                      kind_weights: tuple[float, ...] = DEFAULT_KIND_WEIGHTS,
                       persistence: float = 0.0) -> tuple[Trajectory, list[str]]:
   """Draws one velocity per window, keeping the object inside ``limits``.
 
@@ -227,7 +231,7 @@ def sample_trajectory(rng: np.random.Generator, start: np.ndarray, num_windows: 
     still_prob: probability of a still window.
     lateral_speed: (min, max) angular speed in rad/s.
     depth_speed: (min, max) depth speed in units/s.
-    kind_weights: relative probabilities of the moving kinds.
+    kind_weights: relative probabilities of the moving kinds ``MOTION_KINDS[1:]``.
     persistence: probability that window w > 0 repeats window w - 1's velocity (subject to the same
       bounds check, so a kept motion that would leave the bounds bounces back). 0 draws no extra
       random number, so the trajectories are those drawn before this option existed.

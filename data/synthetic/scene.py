@@ -131,7 +131,7 @@ def sample_scene(seed: int, cfg: GeneratorConfig) -> Scene:
     traj, kinds = geometry.sample_trajectory(
         rng, _start_position(rng, limits, sides[i]), cfg.num_windows, cfg.window_s, ramp_s,
         limits, cfg.still_prob, cfg.lateral_speed_range, cfg.depth_speed_range,
-        persistence=cfg.motion_persistence)
+        kind_weights=cfg.motion_kind_weights, persistence=cfg.motion_persistence)
     objects.append(SceneObject(i, cls, app, traj, tuple(kinds), None, i))
   for j, (cls, parent) in enumerate(context):
     track = num_sounding + j
