@@ -56,6 +56,21 @@ VARIANTS = {
     "asmp_share_windows": ("ASMP, direction loss matched per clip, each window's own graph",
                            ["--config.loss.share_direction_permutation=True",
                             "--config.model.dir_window_graphs=True"]),
+    # The "octant" builds, where every moving window moves along all three axes, so that its
+    # 10-class label is set by the motion (docs/RESULTS.md, "Direction labels set by the motion").
+    "octant_share": ("ASMP on octant, direction loss matched per clip",
+                     ["--config.data.builder_config=octant",
+                      "--config.loss.share_direction_permutation=True"]),
+    "octant_share_windows": ("ASMP on octant, direction loss matched per clip, each window's "
+                             "own graph",
+                             ["--config.data.builder_config=octant",
+                              "--config.loss.share_direction_permutation=True",
+                              "--config.model.dir_window_graphs=True"]),
+    "octant_large_share_windows": ("ASMP on octant_large (1600 clips), direction loss matched per "
+                                   "clip, each window's own graph",
+                                   ["--config.data.builder_config=octant_large",
+                                    "--config.loss.share_direction_permutation=True",
+                                    "--config.model.dir_window_graphs=True"]),
 }
 
 

@@ -6,6 +6,7 @@ import pathlib
 import ml_collections
 import pytest
 
+from asmp_data.synthetic import synthetic_dataset_builder as sdb
 from asmp_jax import models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ def test_benchmark_variants_override_existing_keys():
   the key's type (a typo there would fail only after a long build and training)."""
   bench = _load(REPO / "bench" / "synthetic_results.py")
   config = _load(REPO / "configs" / "synthetic.py").get_config()
+  builds = {c.name for c in sdb.BUILDER_CONFIGS}
   assert bench.VARIANTS
   for name, (_, overrides) in bench.VARIANTS.items():
     for flag in overrides:
@@ -59,6 +61,8 @@ def test_benchmark_variants_override_existing_keys():
         type(current)(value)  # raises on a malformed number
       else:
         assert isinstance(current, str), (name, flag)
+      if path == "data.builder_config":  # a build that does not exist fails only at run time
+        assert value in builds, (name, flag)
 
 
 def test_synthetic_wide_is_the_measured_recipe():

@@ -73,6 +73,12 @@ BUILDER_CONFIGS = [
     SyntheticConfig(name="octant",
                     description="The default's sizes, every moving window along all three axes.",
                     generator_overrides=(("motion_kind_weights", (0, 0, 0, 0, 0, 0, 1)),)),
+    # 4x octant's training clips; same seed, so its validation and test clips (and its first 400
+    # training clips) are octant's.
+    SyntheticConfig(name="octant_large",
+                    description="octant's motion, 4x its training clips: 1600/40/80.",
+                    num_train=1600,
+                    generator_overrides=(("motion_kind_weights", (0, 0, 0, 0, 0, 0, 1)),)),
     SyntheticConfig(name="tiny", description="8/4/4 clips, for tests and CI.", num_train=8,
                     num_val=4, num_test=4),
 ]
