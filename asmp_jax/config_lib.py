@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = d = ml_collections.ConfigDict()
   d.name = "synthetic"  # synthetic | asiw | ave
   d.data_dir = ""  # TFDS data_dir; "" -> ~/tensorflow_datasets or $TFDS_DATA_DIR
-  # synthetic: default | large | xlarge | persistent | octant | octant_large | tiny
+  # synthetic: default | large | xlarge | persistent | octant | octant_large | octant_xlarge | tiny
   d.builder_config = "default"
   d.manual_dir = ""  # ASIW/AVE: where the user put the downloaded files
   d.sample_rate = 11025

@@ -22,6 +22,11 @@ matches slots to labels separately in every window instead, as eq. 3 does (and t
 validation ``acc_dir``, which also count the background slot, unless
 ``config.loss.share_direction_permutation``): an upper bound that shows how much a head trained
 with per-window matching loses by not tying its answers to the sources (`direction_any_order`).
+A window of a test clip is counted once for every crop that covers it and every pair that holds
+the clip, so its answers are not independent: ``direction_accuracy_<n>_se`` and
+``direction_gain_over_majority_<n>_se`` (the accuracy minus the majority vote's, paired on the same
+labels) are standard errors clustered by test clip (``metrics.clustered_mean_se``), and
+``direction_per_clip`` records ``[clip, labels counted, correct]`` for paired comparisons.
 Results go to TensorBoard and, from launch.py's evaluation at the end of training, to
 ``<workdir>/eval_<split>.json``; ``python -m asmp_jax.evaluate`` writes
 ``<workdir>/eval_<split>_step<step>.json`` for the checkpoint it restored.
@@ -144,12 +149,17 @@ def match_slots(cons_logits: np.ndarray, class_labels: np.ndarray, source_mask: 
 
 
 def direction_predictions(dir_logits, dir_labels, dir_valid, slot_of_label):
-  """Predicted and true direction class for each valid (label slot, window), auditory slots only."""
+  """Predicted and true direction class for each valid (label slot, window), auditory slots only.
+
+  Arrays are ``[..., U, S, Wd]`` (videos, slots, windows). Returns ``(pred, label, video)``, each
+  ``[K]`` over the K counted entries; ``video`` is each entry's index along the video axis U (to
+  tell which clip it belongs to).
+  """
   pred_slots = np.take_along_axis(dir_logits.argmax(-1), slot_of_label[..., None], axis=-2)
   aud = np.zeros(dir_valid.shape, bool)
   aud[..., :-1, :] = True  # the last slot is the background (trivially labelled)
   keep = dir_valid & aud
-  return pred_slots[keep], dir_labels[keep]
+  return pred_slots[keep], dir_labels[keep], np.nonzero(keep)[keep.ndim - 3]
 
 
 def direction_any_order(dir_logits, dir_labels, dir_valid) -> tuple[int, int]:
@@ -189,7 +199,7 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   sep = jax.jit(separation_fn(model, config.data.normalise_mix))
   crop, hop = pair_cfg.crop_samples, int(round(config.eval.window_hop_s * pair_cfg.window_samples))
   scores = {k: [] for k in ("model", "mixture", "oracle_ibm", "oracle_irm")}
-  preds, labels = [], []
+  preds, labels, label_clips = [], [], []  # label_clips: the test clip of each label
   any_order = np.zeros(2, np.int64)  # correct, counted
   bs = max(1, config.eval.batch_size)
   audio_examples = []
@@ -218,10 +228,12 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
       outs.append({k: v[:bs - pad] for k, v in out.items()})
       slot_of_label = match_slots(out["cons_logits"][:bs - pad], batch["class_labels"][:bs - pad],
                                   batch["source_mask"][:bs - pad])
-      p, l = direction_predictions(out["dir_logits"][:bs - pad], batch["dir_labels"][:bs - pad],
-                                   batch["dir_valid"][:bs - pad], slot_of_label)
+      p, l, u = direction_predictions(out["dir_logits"][:bs - pad],
+                                      batch["dir_labels"][:bs - pad],
+                                      batch["dir_valid"][:bs - pad], slot_of_label)
       preds.append(p)
       labels.append(l)
+      label_clips.append(np.array((a, b))[u])
       any_order += direction_any_order(out["dir_logits"][:bs - pad], batch["dir_labels"][:bs - pad],
                                        batch["dir_valid"][:bs - pad])
     out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -262,11 +274,26 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   results[f"direction_label_counts_{nd}"] = np.bincount(lab, minlength=nd).tolist()
   results[f"direction_accuracy_{nd}_any_order"] = (float(any_order[0] / any_order[1])
                                                    if any_order[1] else float("nan"))
+  clips = np.concatenate(label_clips) if label_clips else np.zeros((0,), np.int64)
+  correct = pred == lab
+  # Labels of one clip are counted for every crop and pair that holds it: standard errors are
+  # clustered by test clip (metrics.clustered_mean_se).
+  results[f"direction_accuracy_{nd}_se"] = metrics_lib.clustered_mean_se(correct, clips)[1]
+  results["direction_num_clips"] = int(len(np.unique(clips)))
   if train_labels is not None and len(lab):
     counts = np.bincount(np.asarray(train_labels).reshape(-1), minlength=nd)
     majority = int(np.argmax(counts))
     results[f"majority_vote_{nd}"] = float(np.mean(lab == majority))
     results["majority_class"] = majority
+    # The model's accuracy minus the majority vote's on the same labels, paired per label.
+    gain, gain_se = metrics_lib.clustered_mean_se(correct.astype(np.float64) - (lab == majority),
+                                                  clips)
+    results[f"direction_gain_over_majority_{nd}"] = gain
+    results[f"direction_gain_over_majority_{nd}_se"] = gain_se
+  # Per test clip: [clip index, labels counted, correct]; for paired comparisons across models.
+  results["direction_per_clip"] = [
+      [int(c), int(np.sum(clips == c)), int(np.sum(correct[clips == c]))]
+      for c in np.unique(clips)]
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
   if workdir and jax.process_index() == 0:
@@ -277,7 +304,8 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
     flat = {f"eval_{split}/{k}_{m}": v[m] for k, v in results.items() if isinstance(v, dict)
             for m in ("sdr", "sir", "sar")}
     flat.update({f"eval_{split}/{k}": v for k, v in results.items()
-                 if k.startswith(("direction_accuracy", "majority_vote", "sdr_gain"))})
+                 if k.startswith(("direction_accuracy", "direction_gain", "majority_vote",
+                                  "sdr_gain"))})
     writer.scalars(step, flat)
     sr = pair_cfg.window_samples
     for pi, mixture, videos, slots in audio_examples:
@@ -286,9 +314,10 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
         writer.audio(step, f"eval_{split}/pair{pi}/video{u}", videos[u], sr)
       writer.image(step, f"eval_{split}/pair{pi}/spectrograms", spectrogram_image(mixture, slots))
   _LOG.info("evaluation on %s (%d pairs, %.0f s): model SDR %.2f dB (mixture %.2f, IBM %.2f), "
-            "direction acc %.3f", split, len(pairs), results["wall_time_s"],
-            results["model"]["sdr"], results["mixture"]["sdr"], results["oracle_ibm"]["sdr"],
-            results[f"direction_accuracy_{nd}"])
+            "direction acc %.3f ± %.3f (clustered by clip)", split, len(pairs),
+            results["wall_time_s"], results["model"]["sdr"], results["mixture"]["sdr"],
+            results["oracle_ibm"]["sdr"], results[f"direction_accuracy_{nd}"],
+            results[f"direction_accuracy_{nd}_se"])
   return results
 
 
@@ -386,12 +415,15 @@ def main(argv=None) -> None:
     raise SystemExit(f"error: {e}") from None
   nd = next(k for k in r if k.removeprefix("direction_accuracy_").isdigit())
   maj = nd.replace("direction_accuracy", "majority_vote")
+  gain = nd.replace("direction_accuracy", "direction_gain_over_majority")
+  nan = float("nan")
   print(f"{args.workdir} step {r['checkpoint_step']}, {r['split']}, {r['num_pairs']} pairs: "
         f"SDR model {r['model']['sdr']:.2f} / mixture {r['mixture']['sdr']:.2f} / IBM "
         f"{r['oracle_ibm']['sdr']:.2f} dB (gain {r['sdr_gain_over_mixture']:+.2f}); "
         f"SIR {r['model']['sir']:.2f}, SAR {r['model']['sar']:.2f}; {nd} {r[nd]:.3f} "
-        f"(majority {r.get(maj, float('nan')):.3f}; slots in any order per window "
-        f"{r[nd + '_any_order']:.3f})")
+        f"± {r[nd + '_se']:.3f} (majority {r.get(maj, nan):.3f}, gain {r.get(gain, nan):+.3f} "
+        f"± {r.get(gain + '_se', nan):.3f}, standard errors clustered by test clip; slots in any "
+        f"order per window {r[nd + '_any_order']:.3f})")
 
 
 if __name__ == "__main__":

@@ -512,3 +512,35 @@ def majority_vote_accuracy(train_labels: Any, test_labels: Any, valid: Any | Non
   majority = int(np.argmax(np.bincount(train.astype(np.int64))))
   test = np.asarray(test_labels)
   return direction_accuracy(np.full(test.shape, majority), test, valid)
+
+
+def clustered_mean_se(values: Any, clusters: Any) -> tuple[float, float]:
+  """Mean of per-item ``values`` and its standard error with items correlated within clusters.
+
+  Direction accuracy counts many (source, window) labels of the same test clip, once for every
+  crop that covers the window and every evaluation pair that holds the clip; those answers are
+  not independent, so the binomial error of the count understates the uncertainty. This is the
+  cluster-robust (sandwich) standard error of a mean over clusters ``g`` of sizes ``n_g``:
+  ``se^2 = G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2 / N^2``. With one item per cluster
+  it is the usual ``std(v, ddof=1) / sqrt(N)``.
+
+  Args:
+    values: float [N] per-item values (1/0 for correct/wrong, or a difference of two such).
+    clusters: [N] hashable cluster ids (e.g. the test clip of each label).
+
+  Returns:
+    ``(mean, se)``; ``se`` is NaN with fewer than two clusters, both NaN with no item.
+  """
+  v = np.asarray(values, np.float64).ravel()
+  c = np.asarray(clusters).ravel()
+  if v.shape != c.shape:
+    raise ValueError(f"values {np.shape(values)} and clusters {np.shape(clusters)} differ in size.")
+  if v.size == 0:
+    return float("nan"), float("nan")
+  mean = float(v.mean())
+  _, inverse = np.unique(c, return_inverse=True)
+  residuals = np.bincount(inverse, weights=v - mean)
+  g = len(residuals)
+  if g < 2:
+    return mean, float("nan")
+  return mean, float(np.sqrt(g / (g - 1) * np.sum(residuals ** 2)) / v.size)

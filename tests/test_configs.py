@@ -89,3 +89,18 @@ def test_synthetic_wide_is_the_measured_recipe():
   got = np.asarray(train.learning_rate_schedule(wide.train)(steps))
   np.testing.assert_allclose(got, expected, rtol=1e-6)
   assert got[0] == np.float32(1e-3) and got[-1] == np.float32(1e-5)
+
+
+def test_synthetic_benchmark_is_wide_on_octant_clips_with_window_graphs():
+  """configs/synthetic_benchmark.py is configs/synthetic_wide.py with the three settings of the
+  direction result (docs/RESULTS.md, "Direction labels set by the motion"), on a build that
+  exists."""
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  wide = _load(REPO / "configs" / "synthetic_wide.py").get_config()
+  bench = _load(REPO / "configs" / "synthetic_benchmark.py").get_config()
+  assert train._config_differences(wide, bench) == {  # pylint: disable=protected-access
+      "data.builder_config": ("xlarge", "octant_xlarge"),
+      "model.dir_window_graphs": (False, True),
+      "loss.share_direction_permutation": (False, True)}
+  builds = {c.name: c for c in sdb.BUILDER_CONFIGS}
+  assert builds["octant_xlarge"].num_train == builds["xlarge"].num_train

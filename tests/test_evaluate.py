@@ -24,10 +24,24 @@ def test_direction_predictions_use_the_matched_slot_and_skip_background():
   pred = np.array([[[4, 4], [1, 2], [9, 9]]])
   labels = np.array([[[1, 2], [4, 0], [9, 9]]])
   valid = np.array([[[True, True], [True, False], [True, True]]])
-  p, l = evaluate.direction_predictions(_onehot_logits(pred, 10), labels, valid,
-                                        np.array([[1, 0, 2]]))
+  p, l, u = evaluate.direction_predictions(_onehot_logits(pred, 10), labels, valid,
+                                           np.array([[1, 0, 2]]))
   np.testing.assert_array_equal(p, [1, 2, 4])  # label slot 0's two windows, label slot 1's first
   np.testing.assert_array_equal(l, [1, 2, 4])
+  np.testing.assert_array_equal(u, [0, 0, 0])
+
+
+def test_direction_predictions_name_each_entrys_video():
+  # [crop=2, video=2, slots=2, windows=1]: one auditory slot per video; crop 1's video 0 is not
+  # valid. Each entry is tagged with its video, so the evaluation can tell the clip.
+  labels = np.array([[[[3], [9]], [[5], [9]]], [[[7], [9]], [[6], [9]]]])
+  valid = np.ones(labels.shape, bool)
+  valid[1, 0] = False
+  logits = _onehot_logits(labels, 10)
+  p, l, u = evaluate.direction_predictions(logits, labels, valid, np.tile([0, 1], (2, 2, 1)))
+  np.testing.assert_array_equal(l, [3, 5, 6])
+  np.testing.assert_array_equal(p, l)
+  np.testing.assert_array_equal(u, [0, 1, 1])
 
 
 def test_any_order_matches_each_window_separately():
@@ -39,7 +53,7 @@ def test_any_order_matches_each_window_separately():
   logits = _onehot_logits(pred, 10)
   correct, counted = evaluate.direction_any_order(logits, labels, valid)
   assert (correct, counted) == (4, 4)  # window 1: slot 2 -> label 0, slot 0 -> label 1
-  p, l = evaluate.direction_predictions(logits, labels, valid, np.array([[0, 1, 2]]))
+  p, l, _ = evaluate.direction_predictions(logits, labels, valid, np.array([[0, 1, 2]]))
   assert np.sum(p == l) == 2
   # Invalid windows are neither counted nor correct; background labels are never counted.
   valid[0, 1, 1] = False

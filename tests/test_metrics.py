@@ -217,3 +217,30 @@ def test_majority_vote_accuracy():
       pytest.approx(2 / 3))
   with pytest.raises(ValueError):
     metrics.majority_vote_accuracy([], [1])
+
+
+def test_clustered_mean_se():
+  rng = np.random.default_rng(0)
+  v = (rng.random(50) < 0.4).astype(float)
+  # One item per cluster: the ordinary standard error of the mean.
+  mean, se = metrics.clustered_mean_se(v, np.arange(50))
+  assert mean == pytest.approx(v.mean())
+  assert se == pytest.approx(v.std(ddof=1) / np.sqrt(50))
+  # Every answer counted twice within its cluster (as a window is, once per covering crop):
+  # the mean and its error stay, where the binomial error of 100 answers would shrink by √2.
+  mean2, se2 = metrics.clustered_mean_se(np.repeat(v, 2), np.repeat(np.arange(50), 2))
+  assert (mean2, se2) == pytest.approx((mean, se))
+  # Uneven clusters, against the sandwich formula written out.
+  c = rng.integers(0, 7, size=50)
+  _, se3 = metrics.clustered_mean_se(v, c)
+  groups = np.unique(c)
+  totals = np.array([np.sum(v[c == g] - v.mean()) for g in groups])
+  assert se3 == pytest.approx(np.sqrt(len(groups) / (len(groups) - 1) * np.sum(totals ** 2)) / 50)
+  # Whole clusters right or wrong: far larger than the error of independent answers.
+  lumpy = np.repeat(v[:10], 5)
+  assert metrics.clustered_mean_se(lumpy, np.repeat(np.arange(10), 5))[1] > 2 * (
+      metrics.clustered_mean_se(lumpy, np.arange(50))[1])
+  assert np.isnan(metrics.clustered_mean_se(v, np.zeros(50))[1])  # one cluster
+  assert all(np.isnan(metrics.clustered_mean_se([], [])))
+  with pytest.raises(ValueError, match="differ in size"):
+    metrics.clustered_mean_se(v, np.arange(49))

@@ -91,10 +91,11 @@ def test_octant_config_changes_only_the_motion_kinds():
   base = sdb._generator_config(default)  # pylint: disable=protected-access
   assert gen.motion_kind_weights == (0,) * 6 + (1,)
   assert dataclasses.replace(gen, motion_kind_weights=base.motion_kind_weights) == base
-  large = configs["octant_large"]
-  assert large.num_train == 4 * octant.num_train
-  assert dataclasses.replace(large, name="octant", description=octant.description,
-                             num_train=octant.num_train) == octant
+  for name, times in (("octant_large", 4), ("octant_xlarge", 8)):
+    large = configs[name]
+    assert large.num_train == times * octant.num_train
+    assert dataclasses.replace(large, name="octant", description=octant.description,
+                               num_train=octant.num_train) == octant
 
 
 @pytest.mark.slow

@@ -48,6 +48,16 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert results[f"direction_accuracy_{nd}"] <= np.minimum(pred_counts, label_counts).sum() / n
   assert (results[f"direction_accuracy_{nd}_any_order"]
           >= results[f"direction_accuracy_{nd}"] - 1e-9)
+  # The per-clip record adds up to the totals; the clip-clustered errors are there.
+  per_clip = np.array(results["direction_per_clip"])  # [clip, counted, correct]
+  pair_clips = {c for pair in results["pairs"] for c in pair}
+  assert set(per_clip[:, 0]) <= pair_clips and len(per_clip) == results["direction_num_clips"]
+  assert per_clip[:, 1].sum() == n
+  np.testing.assert_allclose(per_clip[:, 2].sum() / n, results[f"direction_accuracy_{nd}"])
+  np.testing.assert_allclose(results[f"direction_gain_over_majority_{nd}"],
+                             results[f"direction_accuracy_{nd}"] - results[f"majority_vote_{nd}"])
+  if len(per_clip) > 1:
+    assert results[f"direction_accuracy_{nd}_se"] >= 0
   # The ideal binary mask separates far better than leaving the mixture alone.
   assert results["oracle_ibm"]["sdr"] > results["mixture"]["sdr"] + 5
   assert os.path.exists(os.path.join(workdir, "config.json"))

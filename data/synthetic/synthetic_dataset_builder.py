@@ -79,6 +79,12 @@ BUILDER_CONFIGS = [
                     description="octant's motion, 4x its training clips: 1600/40/80.",
                     num_train=1600,
                     generator_overrides=(("motion_kind_weights", (0, 0, 0, 0, 0, 0, 1)),)),
+    # 8x octant's training clips, for configs/synthetic_benchmark.py; its first 1600 training
+    # clips are octant_large's (link that build's clip directory in first: docs/synthetic.md).
+    SyntheticConfig(name="octant_xlarge",
+                    description="octant's motion, 8x its training clips: 3200/40/80.",
+                    num_train=3200,
+                    generator_overrides=(("motion_kind_weights", (0, 0, 0, 0, 0, 0, 1)),)),
     SyntheticConfig(name="tiny", description="8/4/4 clips, for tests and CI.", num_train=8,
                     num_val=4, num_test=4),
 ]
