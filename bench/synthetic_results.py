@@ -124,6 +124,15 @@ def mean_se(x: np.ndarray) -> str:
   return f"{x.mean():+.2f} ± {x.std(ddof=1) / np.sqrt(len(x)):.2f} ({len(x)} pairs)"
 
 
+def direction_cell(results: dict, ndir: int) -> str:
+  """Direction accuracy with its standard error clustered by test clip where recorded (evaluations
+  made before that was recorded show the accuracy alone), and the class count."""
+  acc = results.get(f"direction_accuracy_{ndir}")
+  se = results.get(f"direction_accuracy_{ndir}_se")
+  return (f"{fmt(acc)} ({ndir})" if acc is None or se is None
+          else f"{acc:.3f} ± {se:.3f} ({ndir})")
+
+
 def paired_difference(a: np.ndarray | None, b: np.ndarray | None) -> str:
   """Mean of a − b over the pairs valid in both, ± its standard error; "" if unknown."""
   if a is None or b is None or len(a) != len(b):
@@ -188,14 +197,15 @@ def summarize(root: pathlib.Path, names: list[str], step: int | None = None) -> 
               if wall.exists() and step is None else None)
     ndir = cfg["model"]["num_direction_classes"]
     steps = step or cfg["train"]["num_train_steps"]
-    rows.append((VARIANTS[name][0], r["model"], r.get(f"direction_accuracy_{ndir}"),
-                 r.get(f"majority_vote_{ndir}"), ndir, steps, cfg["seed"], wall_s,
+    rows.append((VARIANTS[name][0], r["model"], direction_cell(r, ndir),
+                 r.get(f"majority_vote_{ndir}"), steps, cfg["seed"], wall_s,
                  per_pair_sdr(root / name, r, steps)))
   if floor is None:
     sys.exit("no finished variant")
   print(f"\ntest split, {floor['num_pairs']} fixed pairs, whole clips, hop "
         f"{floor['window_hop_s']} s; BSS Eval v3 (dB, mean over sources)\n")
-  print("| method | SDR | SIR | SAR | direction acc. (classes) | majority vote | steps | seed |"
+  print("| method | SDR | SIR | SAR | direction acc. (± s.e. by clip; classes) | majority vote "
+        "| steps | seed |"
         f" wall time | SDR − {rows[0][0]} (paired, ± s.e.) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
   for key, label in (("mixture", "mixture (input as estimate)"),
@@ -204,11 +214,11 @@ def summarize(root: pathlib.Path, names: list[str], step: int | None = None) -> 
     m = floor[key]
     print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | | | | | | |")
   reference_pairs = rows[0][-1]
-  for i, (label, m, acc, maj, ndir, steps, seed, wall_s, pairs) in enumerate(rows):
+  for i, (label, m, direction, maj, steps, seed, wall_s, pairs) in enumerate(rows):
     wall_txt = "—" if wall_s is None else f"{wall_s / 60:.0f} min"
     diff = "" if i == 0 else paired_difference(pairs, reference_pairs)
     print(f"| {label} | {fmt(m['sdr'])} | {fmt(m['sir'])} | {fmt(m['sar'])} | "
-          f"{fmt(acc)} ({ndir}) | {fmt(maj)} | {steps} | {seed} | {wall_txt} | {diff} |")
+          f"{direction} | {fmt(maj)} | {steps} | {seed} | {wall_txt} | {diff} |")
 
 
 def compare_pair_results(path_a: pathlib.Path, path_b: pathlib.Path) -> str:

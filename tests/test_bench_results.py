@@ -71,6 +71,14 @@ def _ceiling():
   return _load("direction_ceiling")
 
 
+def test_direction_cell_shows_the_clustered_error_where_recorded():
+  bench = _bench()
+  assert bench.direction_cell({"direction_accuracy_10": 0.5123}, 10) == "0.51 (10)"
+  assert bench.direction_cell({"direction_accuracy_10": 0.5123, "direction_accuracy_10_se": 0.0214},
+                              10) == "0.512 ± 0.021 (10)"
+  assert bench.direction_cell({}, 28) == "— (28)"
+
+
 def test_direction_ceiling_counts_windows_once_per_covering_crop():
   bench = _ceiling()
   w = 8  # 8 windows: crops start on windows 0, 1, 2

@@ -101,6 +101,7 @@ def test_synthetic_benchmark_is_wide_on_octant_clips_with_window_graphs():
   assert train._config_differences(wide, bench) == {  # pylint: disable=protected-access
       "data.builder_config": ("xlarge", "octant_xlarge"),
       "model.dir_window_graphs": (False, True),
-      "loss.share_direction_permutation": (False, True)}
+      "loss.share_direction_permutation": (False, True),
+      "eval.window_hop_s": (1.0, 0.05)}
   builds = {c.name: c for c in sdb.BUILDER_CONFIGS}
   assert builds["octant_xlarge"].num_train == builds["xlarge"].num_train
