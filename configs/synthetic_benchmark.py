@@ -21,11 +21,13 @@ and the test evaluation at the end with the public code's 0.05 s sliding-window 
 
 What each half was measured at, in separate runs (docs/RESULTS.md, "Where issue 5 stands"):
 synthetic_wide's recipe on `default`'s clips gave +5.99 dB SDR over the mixture (+6.15 with the
-public code's 0.05 s evaluation hop), and the narrow U-Net with these three settings on
-`octant_large` (1600 clips) gave 0.593 against a majority vote of 0.398 at step 1500. This
-config, both together, has not been run to the end: the first-use build of `octant_xlarge` and
-10000 steps take about 7 h on the project's 2-core CPU (docs/RESULTS.md, "The benchmark config"),
-longer than a development session there, and no accelerator has been lent to this project yet.
+public code's 0.05 s evaluation hop). The narrow U-Net with these three settings on
+`octant_large` (1600 clips) gave 0.593 against a majority vote of 0.398 at step 1500. This config
+itself is measured to step 2000 (docs/RESULTS.md, "The benchmark config"): 10-class direction
+0.656 against 0.398 (+25.7 +- 1.9 points, error clustered by test clip) and +3.53 dB SDR over the
+mixture. The whole run (the `octant_xlarge` build, 30-45 min, then 10000 steps at about
+0.55 steps/s) takes 5-6 h on the project's 2-core CPU. That is longer than a development session
+there, and no accelerator has been lent to this project yet.
 """
 
 import importlib.util
