@@ -147,3 +147,16 @@ def base_config() -> ml_collections.ConfigDict:
   e.val_batches = 4  # batches of the validation split per periodic evaluation
   e.num_audio_summaries = 2
   return c
+
+
+def config_from_file(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file, loaded by path (configs/ is not a package), so that one
+  config file can start from another: ``config_from_file(os.path.join(os.path.dirname(
+  __file__), "synthetic.py"))``."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  name = "_asmp_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

@@ -30,21 +30,14 @@ mixture. The whole run (the `octant_xlarge` build, 30-45 min, then 10000 steps a
 there, and no accelerator has been lent to this project yet.
 """
 
-import importlib.util
 import os
 
-
-def _wide_config():
-  """configs/synthetic_wide.py's get_config() (config files are loaded by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthetic_wide.py")
-  spec = importlib.util.spec_from_file_location("_asmp_synthetic_wide_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from asmp_jax import config_lib
 
 
 def get_config():
-  config = _wide_config()
+  config = config_lib.config_from_file(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthetic_wide.py"))
   config.data.builder_config = "octant_xlarge"
   config.model.dir_window_graphs = True
   config.loss.share_direction_permutation = True

@@ -22,21 +22,14 @@ The boundaries are fixed for 10000 steps: a longer run (--config.train.num_train
 1e-5 after step 9500 unless --config.train.lr_boundaries and lr_values are set as well.
 """
 
-import importlib.util
 import os
 
-
-def _synthetic_config():
-  """configs/synthetic.py's get_config() (config files are loaded by path, not as a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthetic.py")
-  spec = importlib.util.spec_from_file_location("_asmp_synthetic_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from asmp_jax import config_lib
 
 
 def get_config():
-  config = _synthetic_config()
+  config = config_lib.config_from_file(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthetic.py"))
   config.data.builder_config = "xlarge"  # 3200 training clips; validation/test as the default's
   config.model.unet_width_mult = 0.25  # 3.4 M parameters against the default's 1.3 M
 
