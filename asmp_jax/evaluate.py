@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -279,7 +278,8 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   # Labels of one clip are counted for every crop and pair that holds it: standard errors are
   # clustered by test clip (metrics.clustered_mean_se).
   results[f"direction_accuracy_{nd}_se"] = metrics_lib.clustered_mean_se(correct, clips)[1]
-  results["direction_num_clips"] = int(len(np.unique(clips)))
+  clip_ids, clip_of_label = np.unique(clips, return_inverse=True)
+  results["direction_num_clips"] = int(len(clip_ids))
   if train_labels is not None and len(lab):
     counts = np.bincount(np.asarray(train_labels).reshape(-1), minlength=nd)
     majority = int(np.argmax(counts))
@@ -291,9 +291,10 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
     results[f"direction_gain_over_majority_{nd}"] = gain
     results[f"direction_gain_over_majority_{nd}_se"] = gain_se
   # Per test clip: [clip index, labels counted, correct]; for paired comparisons across models.
-  results["direction_per_clip"] = [
-      [int(c), int(np.sum(clips == c)), int(np.sum(correct[clips == c]))]
-      for c in np.unique(clips)]
+  results["direction_per_clip"] = np.stack(
+      [clip_ids, np.bincount(clip_of_label, minlength=len(clip_ids)),
+       np.bincount(clip_of_label, weights=correct, minlength=len(clip_ids))],
+      -1).astype(np.int64).tolist()
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
   if workdir and jax.process_index() == 0:

@@ -13,7 +13,6 @@ windows), computes the mixtures' warped magnitudes as the train step does, and p
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 
@@ -23,14 +22,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from asmp_jax import datasets, input_pipeline, losses, train  # noqa: E402
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+from asmp_jax import config_lib, datasets, input_pipeline, losses, train  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +31,7 @@ def main() -> None:
   parser.add_argument("--pairs", type=int, default=16)
   parser.add_argument("--split", default="validation")
   args = parser.parse_args()
-  config = load_config(args.config)
+  config = config_lib.config_from_file(args.config)
   builder = datasets.get_builder(config.data)
   with config.unlocked():
     train.fill_data_dependent_config(config, datasets.metadata(builder))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import statistics
 import time
@@ -29,15 +28,13 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from asmp_jax import input_pipeline, preprocess, train
+from asmp_jax import config_lib, input_pipeline, preprocess, train
 from asmp_jax.models import asmp as asmp_model
 
 
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+
+
+load_config = config_lib.config_from_file  # other bench scripts and tests call it by this name
 
 
 def random_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:

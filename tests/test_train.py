@@ -56,8 +56,11 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   np.testing.assert_allclose(per_clip[:, 2].sum() / n, results[f"direction_accuracy_{nd}"])
   np.testing.assert_allclose(results[f"direction_gain_over_majority_{nd}"],
                              results[f"direction_accuracy_{nd}"] - results[f"majority_vote_{nd}"])
-  if len(per_clip) > 1:
-    assert results[f"direction_accuracy_{nd}_se"] >= 0
+  # The accuracy's error, clustered by clip, follows from the per-clip totals alone.
+  acc, g = results[f"direction_accuracy_{nd}"], len(per_clip)
+  residuals = per_clip[:, 2] - acc * per_clip[:, 1]
+  expected_se = np.sqrt(g / (g - 1) * np.sum(residuals ** 2)) / n if g > 1 else np.nan
+  np.testing.assert_allclose(results[f"direction_accuracy_{nd}_se"], expected_se, rtol=1e-9)
   # The ideal binary mask separates far better than leaving the mixture alone.
   assert results["oracle_ibm"]["sdr"] > results["mixture"]["sdr"] + 5
   assert os.path.exists(os.path.join(workdir, "config.json"))
