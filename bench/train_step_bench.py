@@ -3,7 +3,9 @@
 Times the jitted, donated train step of ``asmp_jax.train`` (forward, backward, Adam, on a random
 batch of the right shapes: 2 videos per example, 23-node graphs, 65535-sample crops) after one
 warm-up step, and prints the median over ``--steps`` steps, examples/s, the FLOPs per step from
-``compiled.cost_analysis()`` and the achieved FLOP/s. ``--pipeline_data_dir`` additionally times the
+``compiled.cost_analysis()``, the achieved FLOP/s and its fraction of the CPU's fp32 peak (derived
+from cores, clock and vector width by bench/machine_peak.py, printed with the derivation; on an
+accelerator the fraction is not printed). ``--pipeline_data_dir`` additionally times the
 grain input pipeline on a prepared data set (batches/s), for comparison with the step rate.
 
   python bench/train_step_bench.py --config=configs/asiw.py --batch=8 --steps=3     # paper size
@@ -31,8 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from asmp_jax import config_lib, input_pipeline, preprocess, train
 from asmp_jax.models import asmp as asmp_model
 
-
-
+import machine_peak  # bench/machine_peak.py, next to this script
 
 load_config = config_lib.config_from_file  # other bench scripts and tests call it by this name
 
@@ -171,8 +172,13 @@ def main():
     config.model.dir_window_graphs = True
   r = time_train_step(config, args.batch, args.steps)
   if args.json:
+    extra = {}
+    if jax.default_backend() == "cpu":
+      peak = machine_peak.machine_peak()
+      extra = {"peak_gflops": peak.gflops, "peak_derivation": peak.describe(),
+               "fraction_of_peak": r["flops"] / r["median_s"] / 1e9 / peak.gflops}
     print(json.dumps(dict(r, devices=jax.device_count(), batch=args.batch, steps=args.steps,
-                          dtype=config.model.dtype)))
+                          dtype=config.model.dtype, **extra)))
     return
   print(f"config {args.config}  dtype {config.model.dtype}  batch {args.batch}  "
         f"devices {jax.device_count()} "
@@ -182,7 +188,11 @@ def main():
   print(f"  train step        {r['median_s'] * 1e3:.0f} ms (median of {args.steps})")
   print(f"  examples/s        {args.batch / r['median_s']:.2f}")
   print(f"  FLOPs/step (XLA)  {r['flops'] / 1e12:.3f} TFLOP (all {jax.device_count()} devices)")
-  print(f"  achieved          {r['flops'] / r['median_s'] / 1e9:.1f} GFLOP/s")
+  achieved = r['flops'] / r['median_s'] / 1e9
+  print(f"  achieved          {achieved:.1f} GFLOP/s")
+  if jax.default_backend() == "cpu":
+    peak = machine_peak.machine_peak()
+    print(f"  fraction of peak  {achieved / peak.gflops:.0%}  (peak: {peak.describe()})")
 
 
 if __name__ == "__main__":
