@@ -38,7 +38,8 @@ Split lists (``dataset/Multiple_Valid_RAFTFlow_Seq.pickle`` of ASMP,
   ``(train_ids, val_ids, test_ids)`` triple. The public loaders read every non-training video from
   the ``test`` folders; we look in the split's own folder first, then the others.
 
-Pickles can run code when loaded: only point the builders at files you trust.
+Pickles are read with :func:`asmp_jax.safe_io.load_pickle`, which reconstructs plain data only
+and refuses a pickle that names any other callable before calling it.
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ import csv
 import dataclasses
 import json
 import os
-import pickle
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asmp_jax import preprocess
+from asmp_jax import preprocess, safe_io
 from asmp_jax.graph import geometry as graph_geometry
 from asmp_jax.graph import motion as graph_motion
 from asmp_jax.graph.providers import Detections
@@ -77,14 +77,14 @@ class FormatError(ValueError):
 
 
 def _load_pickle(path: str, expected: str) -> Any:
+  """The file's data through the restricted unpickler (containers, numbers, strings, numpy
+  arrays; Python 2 pickles too): a pickle naming anything else is refused before it runs."""
   if not os.path.isfile(path):
     raise FormatError(path, f"file not found (expected {expected})")
   try:
-    with open(path, "rb") as f:
-      return pickle.load(f, encoding="latin1")  # latin1: pickles written by Python 2 too
-  except Exception as e:  # pickle raises many types for corrupt input
-    raise FormatError(path, f"not a readable pickle ({type(e).__name__}: {e}); expected "
-                      f"{expected}") from e
+    return safe_io.load_pickle(path)
+  except safe_io.SafeLoadError as e:
+    raise FormatError(path, f"{e.reason}; expected {expected}") from None
 
 
 # --------------------------------------------------------------------------- split lists

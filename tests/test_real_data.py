@@ -64,6 +64,7 @@ def test_precomputed_dedicated_background_feature_and_missing_features():
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import os  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pickle  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import av  # pylint: disable=g-import-not-at-top,wrong-import-position
 import cv2  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -75,6 +76,9 @@ from asmp_data import real_builder  # pylint: disable=g-import-not-at-top,wrong-
 from asmp_data import real_common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_jax import media  # pylint: disable=g-import-not-at-top,wrong-import-position
 from asmp_jax.graph import motion  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
+import hostile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SR = 11025
 FDIM = 2048
@@ -508,6 +512,51 @@ def test_released_readers_reject_malformed_files(tmp_path):
     fmt.read_chamfer_info(str(cham))
   with pytest.raises(fmt.FormatError, match="file not found"):
     fmt.read_displacements(str(tmp_path / "nope.pickle"), 10)
+
+
+def _hostile(tmp_path, name, wrap=lambda p: p):
+  """A pickle named like a released file whose payload, if run, writes tmp_path/ran."""
+  return hostile.hostile_pickle(tmp_path / name, tmp_path / "ran", wrap)
+
+
+@pytest.mark.parametrize("reader,name,wrap", [
+    (fmt.read_split_pickle, fmt.SPLIT_PICKLES[0], lambda p: (["a"], ["b"], [p])),
+    (fmt.read_chamfer_info, fmt.CHAMFER_PICKLE,
+     lambda p: {"object_context": [(0, 0, 1), (-1, -1, 0)], "object_wind": [(5, 0)],
+                "dist_mat": p}),
+    (lambda path: fmt.read_displacements(path, 10), fmt.DISPLACEMENT_PICKLE,
+     lambda p: {5: {0: p}}),
+], ids=["split_list", "chamfer", "displacement"])
+def test_released_readers_refuse_hostile_pickles(tmp_path, reader, name, wrap):
+  path = _hostile(tmp_path, name, wrap)
+  with pytest.raises(fmt.FormatError) as e:
+    reader(path)
+  hostile.assert_nothing_ran(tmp_path / "ran")
+  assert str(e.value).startswith(f"{path}: refused: the pickle asks for posix.system")
+  assert e.value.path == path
+
+
+def test_hostile_release_files_stop_or_skip_the_build_without_running(tmp_path):
+  """Through the builder: a hostile split list stops the build with its name; a hostile
+  per-video Chamfer/displacement file skips that video with its name; nothing runs."""
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  data = tmp_path / "manual"
+  write_released_video(str(data), "train", "vidA", 0, 706, 300)
+  write_released_video(str(data), "train", "vidB", 1, 817, 300)
+  rdir = data / "Rectified_Frames" / "train"
+  cham = _hostile(rdir / "vidA", fmt.CHAMFER_PICKLE)
+  disp = _hostile(rdir / "vidB", fmt.DISPLACEMENT_PICKLE, lambda p: {817: p})
+  splits = _hostile(data, "splits.pickle", lambda p: (["vidA"], [p], []))
+  msg = _prepare_error(asiw, data, tmp_path)
+  assert splits in msg and "refused" in msg
+  hostile.assert_nothing_ran(tmp_path / "ran")
+  builder = asiw.Builder(data_dir=str(tmp_path / "tfds"), config="released")
+  tasks = builder.tasks(str(data), str(data), "train", [("vidA", ()), ("vidB", ())])
+  records = {clip: skip for clip, _, skip in map(real_common.process_video, tasks)}
+  for clip, path in (("vidA", cham), ("vidB", disp)):
+    assert records[clip]["kind"] == real_common.MALFORMED_FILE
+    assert records[clip]["reason"].startswith(f"{path}: refused")
+  hostile.assert_nothing_ran(tmp_path / "ran")
 
 
 def test_symmetric_distances_and_public_code_weights():
