@@ -2,12 +2,14 @@
 
   python launch.py --config=configs/synthetic.py --workdir=runs/synthetic
 
-The data set is generated and preprocessed on first use (10-20 min on a 2-core CPU; README). The
-model keeps the paper's structure (graph encoder, GRU, 7+7-layer conditioned U-Net, both
-classifiers) with narrower layers so that 2000 steps train in 39-47 min on a 2-core CPU, and a
-magnitude-weighted separation loss. The model it gives separates modestly (+2.3 dB SDR over the
-mixture on the test split; docs/RESULTS.md, "Weighting the separation loss"); set
-``--config.model.unet_width_mult=1.0`` etc. for the paper-size network.
+The `default` build of the synthetic set (400 training, 40 validation, 80 test clips) is
+generated and preprocessed on first use (about 7 min on a 2-core CPU). The model keeps the
+paper's structure (graph encoder, GRU, 7+7-layer conditioned U-Net, both classifiers) with
+narrower layers, and weights the separation loss by the mixture magnitude; 2000 steps of batch 8,
+then a test evaluation (about 45 min of training on a 2-core CPU). What it gives:
+docs/RESULTS.md, "Weighting the separation loss". ``--config.model.unet_width_mult=1.0`` (and the
+other widths of ``config_lib.base_config``) gives the paper-size network; the builder configs
+and switches of the paper's baselines are listed in README.
 """
 
 from asmp_jax import config_lib
@@ -28,8 +30,8 @@ def get_config():
   m.cls_width = 8
   m.cls_blocks = (1, 1, 1, 1)
   # Not in the paper; without them the graph -> GRU conditioning collapses on this data (the
-  # slot embeddings stop depending on the video and separation stays at the trivial L_cyc = 1),
-  # see docs/RESULTS.md "Training the synthetic default".
+  # slot embeddings stop depending on the video and separation stays at the trivial L_cyc = 1;
+  # docs/RESULTS.md, "Weighting the separation loss").
   m.node_batch_norm = True
   m.unet_cond_scale = m.embed_dim ** 0.5
 
@@ -49,7 +51,7 @@ def get_config():
 
   config.eval.num_pairs = 100
   config.eval.batch_size = 8
-  # 8 batches (64 pairs): 2 batches gave 0.86 where 64 pairs give 0.76 for the same checkpoint's
-  # L_cyc (docs/RESULTS.md, "The full default run").
+  # 8 batches (64 pairs): 2 batches read 0.86 where 64 pairs give 0.76 for the same checkpoint's
+  # L_cyc (docs/RESULTS.md, "Weighting the separation loss").
   config.eval.val_batches = 8
   return config

@@ -1,11 +1,10 @@
-"""The synthetic benchmark of issue 5: separation and 10-class direction from one run.
+"""The synthetic benchmark: separation and 10-class motion direction from one run.
 
   python launch.py --config=configs/synthetic_benchmark.py --workdir=runs/synthetic_benchmark
 
 configs/synthetic_wide.py's recipe (the U-Net twice as wide, 3200 training clips, the same
-10000-step learning-rate schedule) with the data and the settings under which the direction head
-beat the majority vote by more than 15 points (docs/RESULTS.md, "Direction labels set by the
-motion"):
+10000-step learning-rate schedule) with the data and the settings that let the direction head
+learn the 10-class labels (docs/RESULTS.md, "Direction labels set by the motion"):
 
   * data.builder_config = "octant_xlarge": 3200 training clips in which every moving window of a
     sounding object moves along all three axes, so that its 10-class label (an octant) is set by
@@ -19,15 +18,8 @@ and the test evaluation at the end with the public code's 0.05 s sliding-window 
 (eval.window_hop_s; about 13 min for the 100 test pairs on a 2-core CPU, against 1.5 min at the
 1 s default; `python -m asmp_jax.evaluate --workdir=DIR --window_hop_s=1` gives the other).
 
-What each half was measured at, in separate runs (docs/RESULTS.md, "Where issue 5 stands"):
-synthetic_wide's recipe on `default`'s clips gave +5.99 dB SDR over the mixture (+6.15 with the
-public code's 0.05 s evaluation hop). The narrow U-Net with these three settings on
-`octant_large` (1600 clips) gave 0.593 against a majority vote of 0.398 at step 1500. This config
-itself is measured to step 2000 (docs/RESULTS.md, "The benchmark config"): 10-class direction
-0.656 against 0.398 (+25.7 +- 1.9 points, error clustered by test clip) and +3.53 dB SDR over the
-mixture. The whole run (the `octant_xlarge` build, 30-45 min, then 10000 steps at about
-0.55 steps/s) takes 5-6 h on the project's 2-core CPU. That is longer than a development session
-there, and no accelerator has been lent to this project yet.
+The whole run (the `octant_xlarge` build, 30-45 min, then 10000 steps at about 0.55 steps/s)
+takes 5-6 h on a 2-core CPU. What it gives: docs/RESULTS.md, "The benchmark config".
 """
 
 import os

@@ -1,4 +1,5 @@
-"""A tiny ASMP on a tiny synthetic set: finishes in a few minutes on a 2-core CPU (tests, CI).
+"""A tiny ASMP on the `tiny` synthetic build: 6 steps, for tests and CI (a few minutes on a
+2-core CPU, most of it compiling).
 
   python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/asmp_tiny
 """
@@ -20,9 +21,8 @@ def get_config():
   m.unet_width_mult = 0.125
   m.cls_width = 8
   m.cls_blocks = (1, 1, 1, 1)
-  # Not in the paper; without them the graph -> GRU conditioning collapses on this data (the
-  # slot embeddings stop depending on the video and separation stays at the trivial L_cyc = 1),
-  # see docs/RESULTS.md "Training the synthetic default".
+  # Not in the paper; as in configs/synthetic.py (the graph -> GRU conditioning collapses
+  # without them on this data).
   m.node_batch_norm = True
   m.unet_cond_scale = m.embed_dim ** 0.5
 

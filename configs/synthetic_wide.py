@@ -1,15 +1,11 @@
-"""The synthetic benchmark recipe: the U-Net twice as wide, 3200 training clips, 10000 steps.
+"""The separation recipe on the synthetic set: configs/synthetic.py with the U-Net twice as wide,
+3200 training clips (the `xlarge` build) and 10000 steps with warm restarts.
 
   python launch.py --config=configs/synthetic_wide.py --workdir=runs/synthetic_wide
 
-That single run (about 5.5 h of training on an idle 2-core CPU, plus the first-use build of the
-`xlarge` data, 36 min; docs/synthetic.md) has been measured only to step 2000 (+3.38 dB SDR over
-the mixture on the test split; docs/RESULTS.md, "3200 training clips"). What was measured to the
-end (docs/RESULTS.md, "3200 training clips": +5.99 dB SDR over the
-mixture on the test split with the 1 s evaluation hop, +6.15 with the public code's 0.05 s)
-trained steps 0-8000 on the 1600-clip `large` build and then continued into a new workdir on
-`xlarge`, with this learning-rate schedule set by hand at each resume. With this config the same
-two stages are:
+About 5.5 h of training on a 2-core CPU, after the first-use build of `xlarge` (about 36 min).
+The same recipe in two stages, the first on the 1600-clip `large` build, the second continued in
+a new workdir on `xlarge` (how the figures of docs/RESULTS.md, "3200 training clips", were made):
 
   python launch.py --config=configs/synthetic_wide.py --workdir=runs/wide_large \
     --config.data.builder_config=large --config.train.num_train_steps=8000
