@@ -10,10 +10,13 @@ Writes to ``--out_dir``:
   ``summary.json``: inputs, checkpoint, providers used (and fallback warnings), per source the
   predicted sound class and the per-window motion directions, per window the graph's size;
   ``separation.png``: the scene graph on a reference frame with the predicted directions, and the
-  spectrograms of the mixture and of every source (asmp_jax.visualize).
+  spectrograms of the mixture and of every source (asmp_jax.visualize);
+  ``.asmp_separation.json``: the names of the files above, which ``--overwrite`` may replace.
 
 Everything is written into a temporary directory beside ``--out_dir`` and renamed at the end, so
-a failed run leaves no partial outputs. A failure prints one line ``error: ...`` and exits with
+a failed run leaves no partial outputs. ``--overwrite`` replaces a directory only when it holds a
+previous separation's outputs and nothing else; a workdir, the current or home directory and
+anything else are refused. A failure prints one line ``error: ...`` and exits with
 status 1. What each option does and which fallbacks apply: docs/inference.md.
 """
 
@@ -34,6 +37,10 @@ from absl import logging
 
 SUMMARY_FILE = "summary.json"
 PICTURE_FILE = "separation.png"
+# Written beside the outputs: names the files a separation wrote, so that --overwrite replaces a
+# directory only when it holds those and nothing else.
+MARKER_FILE = ".asmp_separation.json"
+MARKER_WRITER = "asmp_jax.separate"
 
 
 class UsageError(ValueError):
@@ -41,30 +48,91 @@ class UsageError(ValueError):
 
 
 class _QuietLibraries:
-  """Drops INFO records of Orbax/etils/TFDS (they log every file operation)."""
+  """Drops INFO records of Orbax/etils/TFDS (they log every file operation) and the warnings
+  that only restate what this command asked for (Orbax's "read only" on the restore)."""
+
+  EXPECTED_WARNINGS = ("Given directory is read only",)
 
   def filter(self, record) -> bool:
-    if record.levelno >= 30:
+    if not any(f"/{lib}/" in record.pathname
+               for lib in ("orbax", "etils", "tensorflow_datasets", "grain")):
       return True
-    return not any(f"/{lib}/" in record.pathname
-                   for lib in ("orbax", "etils", "tensorflow_datasets", "grain"))
+    return record.levelno >= 30 and not record.getMessage().startswith(self.EXPECTED_WARNINGS)
+
+
+def _written_by_separate(out_dir: str) -> set[str] | None:
+  """The files a previous separation wrote into ``out_dir`` (from its marker), or None."""
+  try:
+    with open(os.path.join(out_dir, MARKER_FILE), encoding="utf-8") as f:
+      marker = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(marker, dict) or marker.get("written_by") != MARKER_WRITER:
+    return None
+  names = marker.get("files")
+  if not isinstance(names, list):
+    return None
+  return {n for n in names if isinstance(n, str)}
+
+
+def _never_replaced(path: str) -> str | None:
+  """Why ``path`` may never be replaced (None if nothing forbids it): the current directory,
+  the home directory, a folder holding either, or a training workdir."""
+  real = os.path.realpath(path)
+  for name, other in (("the current directory", os.getcwd()),
+                      ("your home directory", os.path.expanduser("~"))):
+    other = os.path.realpath(other)
+    if real == other:
+      return f"is {name}"
+    if other.startswith(real.rstrip(os.sep) + os.sep):
+      return f"holds {name}"
+  if (os.path.exists(os.path.join(real, "config.json"))
+      or os.path.isdir(os.path.join(real, "checkpoints"))):
+    return "is a training workdir (config.json, checkpoints/)"
+  return None
 
 
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
-  if os.path.exists(out_dir):
-    if not os.path.isdir(out_dir):
-      raise UsageError(f"--out_dir {out_dir} exists and is not a directory")
-    if os.listdir(out_dir) and not overwrite:
-      raise UsageError(f"--out_dir {out_dir} exists and is not empty (pass --overwrite to "
-                       "replace it)")
+  """An existing ``--out_dir`` must be an empty directory, or with ``--overwrite`` hold exactly
+  a previous separation's outputs (its marker file lists them); anything else is refused."""
+  if not os.path.exists(out_dir):
+    return
+  if not os.path.isdir(out_dir):
+    raise UsageError(f"--out_dir {out_dir} exists and is not a directory")
+  why = _never_replaced(out_dir)
+  if why:
+    raise UsageError(f"--out_dir {out_dir} {why}; it is never replaced: name a new directory")
+  entries = set(os.listdir(out_dir))
+  if not entries:
+    return
+  if not overwrite:
+    raise UsageError(f"--out_dir {out_dir} exists and is not empty (pass --overwrite to "
+                     "replace a previous separation's outputs)")
+  written = _written_by_separate(out_dir)
+  if written is None:
+    raise UsageError(f"--out_dir {out_dir} holds no previous separation (no {MARKER_FILE}); "
+                     "--overwrite replaces only a separation's outputs: name a new directory")
+  others = sorted(entries - written - {MARKER_FILE})
+  if others:
+    raise UsageError(f"--out_dir {out_dir} holds files no separation wrote "
+                     f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); "
+                     "--overwrite replaces only a separation's outputs: name a new directory")
+
+
+def _write_marker(out_dir: str) -> None:
+  names = sorted(n for n in os.listdir(out_dir) if n != MARKER_FILE)
+  with open(os.path.join(out_dir, MARKER_FILE), "w", encoding="utf-8") as f:
+    json.dump({"written_by": MARKER_WRITER, "files": names}, f, indent=1)
 
 
 @contextlib.contextmanager
-def staged_output(out_dir: str) -> Iterator[str]:
+def staged_output(out_dir: str, overwrite: bool = False) -> Iterator[str]:
   """Yields a temporary directory beside ``out_dir``; moves it onto ``out_dir`` on success.
 
-  On any exception the temporary directory is removed and ``out_dir`` is left as it was. An
-  existing ``out_dir`` is replaced only after the new outputs are complete.
+  On any exception the temporary directory is removed and ``out_dir`` is left as it was. The
+  outputs get a marker file listing them (what ``--overwrite`` may replace later). An existing
+  ``out_dir`` is checked again (:func:`_check_out_dir`) and replaced only after the new outputs
+  are complete.
   """
   out_dir = os.path.abspath(out_dir)
   parent = os.path.dirname(out_dir)
@@ -75,6 +143,8 @@ def staged_output(out_dir: str) -> Iterator[str]:
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it owner-only; give it a normal directory's mode
   try:
     yield tmp
+    _write_marker(tmp)
+    _check_out_dir(out_dir, overwrite)
     old = None
     if os.path.exists(out_dir):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
@@ -89,6 +159,16 @@ def staged_output(out_dir: str) -> Iterator[str]:
 
 def _file_name(name: str) -> str:
   return name.replace(" ", "_") + ".wav"
+
+
+def inputs_line(video: str, audio: str | None, workdir: str, step: int,
+                provider_files: dict[str, str | None]) -> str:
+  """One line naming every file the separation reads."""
+  parts = [f"video {video}",
+           f"audio {audio}" if audio else f"audio: the sound track of {video}",
+           f"checkpoint step {step} of {workdir}"]
+  parts += [f"{k} {v}" if v else f"{k}: none given" for k, v in provider_files.items()]
+  return "Reading " + "; ".join(parts)
 
 
 def summary_dict(result, args: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
@@ -141,21 +221,23 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
   t0 = time.time()
   _check_out_dir(out_dir, overwrite)
   inference.check_video(video)  # cheap input checks first: a bad file fails in one line
-  mixture = inference.load_mixture(video, audio)
+  audio_from = inference.load_mixture(video, audio)[2]  # unreadable audio fails before the restore
   separator = inference.Separator.from_checkpoint(workdir, step, batch_size=batch_size,
                                                   hop_s=hop_s)
   separator.check_feature_extractor(feature_extractor)
+  logging.info("%s", inputs_line(video, audio, workdir, separator.step,
+                                 {"detections": detections, "depth": depth, "flow": flow}))
   providers = inference.Providers(detections=detections, depth=depth, flow=flow)
-  result = separator.separate(video, mixture[:2], num_sources, providers,
+  result = separator.separate(video, audio, num_sources, providers,
                               feature_extractor=feature_extractor, measure_motion=measure_motion)
-  with staged_output(out_dir) as tmp:
+  with staged_output(out_dir, overwrite) as tmp:
     files = {}
     for name, wav in zip(result.source_names, result.sources):
       files[name] = _file_name(name)
       media.write_wav(os.path.join(tmp, files[name]), wav, result.sample_rate, subtype=wav_subtype)
     visualize.save_picture(result, os.path.join(tmp, PICTURE_FILE), picture_window)
     args = {"workdir": os.path.abspath(workdir), "checkpoint_step": separator.step,
-            "video": os.path.abspath(video), "audio": mixture[2],
+            "video": os.path.abspath(video), "audio": audio_from,
             "feature_extractor": separator.config.graph.feature_extractor,
             "hop_s": hop_s, "picture": PICTURE_FILE}
     summary = summary_dict(result, args, files)
@@ -192,7 +274,8 @@ def define_flags() -> None:
                        "with the most sources).")
   flags.DEFINE_enum("wav_subtype", "PCM_16", ["PCM_16", "PCM_24", "FLOAT"],
                     "Sample format of the written wav files.")
-  flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out_dir.")
+  flags.DEFINE_bool("overwrite", False, "Replace an --out_dir that holds a previous "
+                    "separation's outputs (and nothing else).")
 
 
 def error_line(e: BaseException) -> str:

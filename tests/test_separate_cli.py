@@ -39,8 +39,11 @@ def test_cli_writes_sources_summary_and_picture(trained_tiny_workdir, tmp_path):
                    f"--out_dir={out}", "--num_sources=2")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "separation: batch" in proc.stderr  # progress is logged
-  assert sorted(os.listdir(out)) == ["background.wav", "separation.png", "source_0.wav",
-                                     "source_1.wav", "summary.json"]
+  assert (f"Reading video {stem}.mp4; audio {audio}; checkpoint step 2 of {workdir}; "
+          "detections: none given") in proc.stderr
+  assert "read only" not in proc.stderr and "<array>" not in proc.stderr
+  assert sorted(os.listdir(out)) == [separate.MARKER_FILE, "background.wav", "separation.png",
+                                     "source_0.wav", "source_1.wav", "summary.json"]
   for name in ("source_0", "source_1", "background"):
     info = sf.info(os.path.join(out, name + ".wav"))
     assert info.samplerate == 44100 and info.frames == 44100 * 8 and info.channels == 1
@@ -150,3 +153,122 @@ def test_cli_refuses_a_non_empty_out_dir_and_a_missing_workdir(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].endswith("run: workdir not found")
   assert not os.path.exists(tmp_path / "o2")
+
+
+# ----------------------------------------------------------------------- --overwrite
+
+
+def _stage(out, names, overwrite=False):
+  with separate.staged_output(str(out), overwrite) as tmp:
+    for n in names:
+      with open(os.path.join(tmp, n), "w") as f:
+        f.write(n)
+
+
+def test_overwrite_replaces_only_what_a_separation_wrote(tmp_path):
+  out = tmp_path / "out"
+  _stage(out, ["source_0.wav", "background.wav", "summary.json"])
+  marker = json.loads((out / separate.MARKER_FILE).read_text())
+  assert marker["files"] == ["background.wav", "source_0.wav", "summary.json"]
+  with pytest.raises(separate.UsageError, match="is not empty"):
+    separate._check_out_dir(str(out), overwrite=False)
+  _stage(out, ["source_0.wav", "source_1.wav", "background.wav"], overwrite=True)
+  assert sorted(os.listdir(out)) == [separate.MARKER_FILE, "background.wav", "source_0.wav",
+                                     "source_1.wav"]
+  assert _leftovers(str(tmp_path), "out") == ["out"]
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(separate.UsageError, match=r"holds files no separation wrote \(notes.txt\)"):
+    separate._check_out_dir(str(out), overwrite=True)
+  os.remove(out / "notes.txt")
+  os.remove(out / separate.MARKER_FILE)
+  with pytest.raises(separate.UsageError, match="holds no previous separation"):
+    separate._check_out_dir(str(out), overwrite=True)
+
+
+def test_overwrite_refuses_a_dir_that_changed_while_separating(tmp_path):
+  out = tmp_path / "out"
+  _stage(out, ["source_0.wav"])
+  with pytest.raises(separate.UsageError, match="notes.txt"):
+    with separate.staged_output(str(out), True) as tmp:
+      (out / "notes.txt").write_text("added meanwhile")
+      (tmp_path / "staged").write_text(tmp)
+  assert sorted(os.listdir(out)) == [separate.MARKER_FILE, "notes.txt", "source_0.wav"]
+  assert _leftovers(str(tmp_path), "out") == ["out"]
+
+
+def _video_with_audio(path):
+  media.write_video(str(path), np.zeros((8, 32, 32, 3), np.uint8), 8,
+                    audio=(np.zeros(11025, np.float32), 11025))
+  return str(path)
+
+
+def _forge_marker(d):
+  names = sorted(os.listdir(d))
+  (d / separate.MARKER_FILE).write_text(json.dumps({"written_by": separate.MARKER_WRITER,
+                                                    "files": names}))
+
+
+@pytest.mark.parametrize("where", ["workdir", "cwd", "parent_of_cwd", "home"])
+def test_overwrite_never_replaces_a_workdir_the_current_or_home_directory(tmp_path, monkeypatch,
+                                                                          where):
+  """Refused before anything is read, even when a marker lists every file there."""
+  video = _video_with_audio(tmp_path / "v.mp4")
+  target = tmp_path / "target"
+  (target / "checkpoints" / "3").mkdir(parents=True)
+  (target / "config.json").write_text("{}")
+  (target / "checkpoints" / "3" / "state").write_text("weights")
+  if where != "workdir":
+    os.remove(target / "config.json")
+    os.rename(target / "checkpoints", target / "kept")
+  _forge_marker(target)
+  before = sorted(str(p) for p in target.rglob("*"))
+  out_dir = str(target)
+  if where == "cwd":
+    monkeypatch.chdir(target)
+    out_dir = "."
+  elif where == "parent_of_cwd":
+    monkeypatch.chdir(target / "kept")
+  elif where == "home":
+    monkeypatch.setenv("HOME", str(target))
+  why = {"workdir": "is a training workdir", "cwd": "is the current directory",
+         "parent_of_cwd": "holds the current directory", "home": "is your home directory"}[where]
+  with pytest.raises(separate.UsageError) as e:
+    separate.run(str(tmp_path / "no_run"), video, out_dir, overwrite=True)
+  line = separate.error_line(e.value)
+  assert why in line and "never replaced" in line and "\n" not in line
+  assert sorted(str(p) for p in target.rglob("*")) == before
+
+
+def test_cli_overwrite_refuses_a_dir_of_other_files_in_one_line(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "keep.txt").write_text("mine")
+  proc = _separate(f"--workdir={tmp_path}/run", "--video=x.mp4", f"--out_dir={out}",
+                   "--overwrite")
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: --out_dir {out} holds no previous separation (no {separate.MARKER_FILE}); "
+      "--overwrite replaces only a separation's outputs: name a new directory"]
+  assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_inputs_line_names_every_file_read():
+  line = separate.inputs_line("clip.mp4", None, "runs/x", 7,
+                              {"detections": "d.h5", "depth": None, "flow": "f.npz"})
+  assert line == ("Reading video clip.mp4; audio: the sound track of clip.mp4; checkpoint step 7 "
+                  "of runs/x; detections d.h5; depth: none given; flow f.npz")
+  assert "audio mix.wav;" in separate.inputs_line("clip.mp4", "mix.wav", "r", 1, {})
+
+
+def test_orbax_read_only_warning_is_dropped_other_warnings_kept():
+  import logging  # pylint: disable=g-import-not-at-top
+  quiet = separate._QuietLibraries()
+
+  def record(path, level, msg):
+    return logging.LogRecord("absl", level, path, 1, msg, (), None)
+
+  orbax = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert not quiet.filter(record(orbax, logging.WARNING, "Given directory is read only=/r/ck"))
+  assert quiet.filter(record(orbax, logging.WARNING, "Something unexpected"))
+  assert not quiet.filter(record(orbax, logging.INFO, "Saving item"))
+  assert quiet.filter(record("/x/asmp_jax/inference.py", logging.INFO, "Restored step 2"))
