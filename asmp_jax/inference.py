@@ -93,6 +93,9 @@ class Providers:
     depth: a depth file (.npy, or .npz with key ``depth``) or float [T0, H0, W0]. None: flat depth.
     flow: a flow file (.npy, or .npz with key ``flow``) or float [T0, H0, W0, 2], forward flow
       t -> t+1 in pixels. None: OpenCV DIS flow on the resampled frames.
+
+  Each may instead be a learned provider of asmp_jax.vision (detector, depth or flow model),
+  run on the resampled frames.
   """
   detections: str | os.PathLike[str] | graph_providers.Detections | None = None
   depth: str | os.PathLike[str] | np.ndarray | None = None
@@ -224,7 +227,7 @@ def load_mixture(video: str | os.PathLike[str], audio: AudioInput = None
 
 def _load_array(value, key: str) -> np.ndarray | None:
   """A provider array from a path (.npy / .npz[key], memory-mapped for .npy) or an array."""
-  if value is None or isinstance(value, np.ndarray):
+  if value is None or isinstance(value, np.ndarray) or graph_providers.is_frame_model(value):
     return value
   path = os.fspath(value)
   if not os.path.exists(path):
@@ -723,10 +726,6 @@ class Separator:
       raise InferenceError(f"feature extractor {requested!r} requested but the checkpoint was "
                            f"trained with {used!r}; node features must come from the same "
                            "extractor")
-    if used == graph_features.PRECOMPUTED:
-      raise InferenceError("the checkpoint uses 'precomputed' detector features; inference on "
-                           "video files supports the weight-free extractors only "
-                           f"({graph_features.HOG_COLOR!r})")
     if used not in graph_features.EXTRACTORS:
       raise InferenceError(f"the checkpoint's feature extractor {used!r} is unknown; expected one "
                            f"of {graph_features.EXTRACTORS}")
@@ -747,12 +746,14 @@ class Separator:
     depth_src = _load_array(providers.depth, "depth")
     flow_src = _load_array(providers.flow, "flow")
     for arr, name, trailing in ((depth_src, "depth", ()), (flow_src, "flow", (2,))):
-      if arr is not None:
+      if arr is not None and not graph_providers.is_frame_model(arr):
         _check_source_array(arr, name, int(video.source_index.max()) + 1, video.source_size,
                             trailing)
 
     def flow_of(k0: int, k1: int) -> np.ndarray:
       """float32 [k1 - k0, H, W, 2] flow of resampled frames k0..k1-1 (frame k1 as look-ahead)."""
+      if graph_providers.is_frame_model(flow_src):
+        return flow_src.flow(video.frames[k0:min(k1 + 1, t)])[:k1 - k0]
       if flow_src is not None:
         return _resample_flow(flow_src, video, np.arange(k0, k1))
       return graph_providers.opencv_flow(video.frames[k0:min(k1 + 1, t)])[:k1 - k0]
@@ -762,9 +763,14 @@ class Separator:
       used["depth"] = "flat (fallback)"
       warns.append("no depth file: using flat depth (edge weights then reflect 2D box distances "
                    "only, not depth)")
+    elif graph_providers.is_frame_model(depth_src):
+      used["depth"] = depth_src.record()
     else:
       used["depth"] = "given" if isinstance(providers.depth, np.ndarray) else "file"
-    if flow_src is not None:
+    if graph_providers.is_frame_model(flow_src) and (measure_motion or
+                                                     providers.detections is None):
+      used["flow"] = flow_src.record()
+    elif flow_src is not None and not graph_providers.is_frame_model(flow_src):
       used["flow"] = "given" if isinstance(providers.flow, np.ndarray) else "file"
     elif measure_motion or providers.detections is None:
       used["flow"] = "OpenCV DIS (fallback)"
@@ -790,8 +796,11 @@ class Separator:
     for w0 in range(0, num_windows, self.chunk_windows):
       w1 = min(num_windows, w0 + self.chunk_windows)
       k0, k1 = w0 * l, min(t, w1 * l)
-      depth = (_resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
-               else graph_providers.flat_depth(video.frames[k0:k1]))
+      if graph_providers.is_frame_model(depth_src):
+        depth = depth_src.depth(video.frames[k0:k1])
+      else:
+        depth = (_resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
+                 else graph_providers.flat_depth(video.frames[k0:k1]))
       flow = flow_of(k0, k1) if measure_motion else None
       parts.append(self._graph_chunk(video.frames[k0:k1], dets, k0, sources, auditory_ids, depth,
                                      flow))
@@ -804,7 +813,7 @@ class Separator:
         source_ids=np.asarray(sources, np.int64),
         source_names=[names.get(int(c), f"class id {int(c)}") for c in sources],
         measured_direction=cat("measured", axis=1),
-        from_proposals=providers.detections is None)
+        from_proposals=providers.detections is None or "auditory_candidates" in used)
     return graphs, used, warns
 
   def _detections(self, video: VideoFrames, providers: Providers,
@@ -824,6 +833,11 @@ class Separator:
           "no detections file: using motion-based box proposals (objects are found only where "
           "they move against the camera; their class is unknown; expect a weaker separation "
           "than with a detector)"]
+    if graph_providers.is_frame_model(providers.detections):
+      from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top
+      return separation.learned_detections(
+          providers.detections, video.frames, self._all_class_names(),
+          self._auditory_ids() if self._auditory_ids() is not None else np.zeros(0, np.int32))
     if isinstance(providers.detections, graph_providers.Detections):
       raw, used = providers.detections, "given"
     else:

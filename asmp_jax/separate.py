@@ -3,6 +3,8 @@
   python -m asmp_jax.separate --workdir=runs/synthetic --video=clip.mp4 --out_dir=out/clip
   python -m asmp_jax.separate --workdir=RUN --video=clip.mkv --audio=mix.flac \\
       --detections=dets.h5 --depth=depth.npz --flow=flow.npz --out_dir=OUT
+  python -m asmp_jax.separate --workdir=RUN --video=clip.mp4 --out_dir=OUT \\
+      --detector_weights=frcnn.pth --depth_weights=dpt_dir --flow_weights=raft.pth
 
 Writes to ``--out_dir``:
   ``source_0.wav``, ``source_1.wav``, ... and ``background.wav``: the separated sounds at the
@@ -211,7 +213,10 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
         step: int | None = None, num_sources: int | None = None,
         feature_extractor: str | None = None, batch_size: int = 4, hop_s: float = 1.0,
         measure_motion: bool = False, picture_window: int | None = None,
-        wav_subtype: str = "PCM_16", overwrite: bool = False) -> dict[str, Any]:
+        wav_subtype: str = "PCM_16", overwrite: bool = False,
+        detector_weights: str | None = None, depth_weights: str | None = None,
+        flow_weights: str | None = None, detector_score_threshold: float = 0.5
+        ) -> dict[str, Any]:
   """The command: checks inputs, restores, separates, writes the outputs; returns the summary."""
   # Imported here so that --help and argument errors stay fast.
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
@@ -220,14 +225,26 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
 
   t0 = time.time()
   _check_out_dir(out_dir, overwrite)
+  for given, learned in ((detections, detector_weights), (depth, depth_weights),
+                         (flow, flow_weights)):
+    if given and learned:
+      raise UsageError(f"both a file ({given}) and weights ({learned}) given for one provider")
+  from asmp_jax import vision  # pylint: disable=g-import-not-at-top
+  # Weight files are checked in full before any video is decoded.
+  learned = vision.VisionProviders.load(detector_weights, depth_weights, flow_weights,
+                                        detector_score_threshold=detector_score_threshold)
   inference.check_video(video)  # cheap input checks first: a bad file fails in one line
   audio_from = inference.load_mixture(video, audio)[2]  # unreadable audio fails before the restore
   separator = inference.Separator.from_checkpoint(workdir, step, batch_size=batch_size,
                                                   hop_s=hop_s)
   separator.check_feature_extractor(feature_extractor)
+  vision.check_checkpoint(separator.config, learned, detections)
   logging.info("%s", inputs_line(video, audio, workdir, separator.step,
-                                 {"detections": detections, "depth": depth, "flow": flow}))
-  providers = inference.Providers(detections=detections, depth=depth, flow=flow)
+                                 {"detections": detections or detector_weights,
+                                  "depth": depth or depth_weights, "flow": flow or flow_weights}))
+  providers = inference.Providers(detections=learned.detector or detections,
+                                  depth=learned.depth or depth, flow=learned.flow or flow)
+  measure_motion = measure_motion or learned.flow is not None
   result = separator.separate(video, audio, num_sources, providers,
                               feature_extractor=feature_extractor, measure_motion=measure_motion)
   with staged_output(out_dir, overwrite) as tmp:
@@ -260,6 +277,14 @@ def define_flags() -> None:
                       "proposals.")
   flags.DEFINE_string("depth", None, "Depth file (.npy/.npz); default: flat depth.")
   flags.DEFINE_string("flow", None, "Optical-flow file (.npy/.npz); default: OpenCV DIS.")
+  flags.DEFINE_string("detector_weights", None, "torchvision fasterrcnn_resnet50_fpn(_v2) "
+                      "state_dict .pth: the learned detector (README, 'Your own video with "
+                      "learned vision').")
+  flags.DEFINE_string("depth_weights", None, "transformers DPTForDepthEstimation save_pretrained "
+                      "directory (safetensors): learned pseudo-depth.")
+  flags.DEFINE_string("flow_weights", None, "torchvision raft_small/raft_large state_dict .pth: "
+                      "learned flow (implies --measure_motion).")
+  flags.DEFINE_float("detector_score_threshold", 0.5, "Detections scoring below are dropped.")
   flags.DEFINE_string("out_dir", None, "Output directory (created; must not exist or be empty "
                       "unless --overwrite).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -307,7 +332,9 @@ def main(argv) -> int:
         flow=f.flow, step=f.step, num_sources=f.num_sources,
         feature_extractor=f.feature_extractor, batch_size=f.batch_size, hop_s=f.hop_s,
         measure_motion=f.measure_motion, picture_window=f.picture_window,
-        wav_subtype=f.wav_subtype, overwrite=f.overwrite)
+        wav_subtype=f.wav_subtype, overwrite=f.overwrite,
+        detector_weights=f.detector_weights, depth_weights=f.depth_weights,
+        flow_weights=f.flow_weights, detector_score_threshold=f.detector_score_threshold)
   except expected_errors() as e:  # pylint: disable=catching-non-exception
     print(error_line(e), file=sys.stderr)
     return 1

@@ -12,6 +12,10 @@ small interface, :class:`Provider`, with implementations that need no weights:
 * :func:`opencv_flow` / :class:`OpenCVFlow`: dense DIS optical flow computed from decoded frames, a
   classical stand-in for RAFT. :func:`flat_depth`: constant depth, the fallback without a depth
   model.
+* Learned providers (asmp_jax.vision, optional extra ``.[vision]``): torchvision's Faster R-CNN
+  (boxes + 2048-d region features), transformers' DPT (pseudo-depth) and torchvision's RAFT
+  (flow), computed from the frames themselves (:func:`is_frame_model`); the command
+  ``python -m asmp_jax.preprocess_videos`` writes their output in the file formats below.
 
 File formats of :class:`PrecomputedFiles` (T frames, H x W pixels, D detections in all):
 
@@ -97,6 +101,14 @@ class Provider(Protocol):
   def flow(self, frames: np.ndarray) -> np.ndarray:
     """float32 [T, H, W, 2] forward optical flow t -> t+1 (last frame zeros)."""
     ...
+
+
+def is_frame_model(obj) -> bool:
+  """Whether ``obj`` is a learned provider (asmp_jax.vision) that computes its output from the
+  frames (``detect(frames)``, ``depth(frames)`` or ``flow(frames)``) and describes itself with
+  ``record()`` (name and weight sha256)."""
+  return callable(getattr(obj, "record", None)) and any(
+      callable(getattr(obj, m, None)) for m in ("detect", "depth", "flow"))
 
 
 def flat_depth(frames: np.ndarray, value: float = 1.0) -> np.ndarray:
