@@ -18,6 +18,22 @@ MAX_CONTEXT = 20
 MAX_NODES = MAX_AUDITORY + MAX_CONTEXT + 1
 
 
+# Keys that saved configs may hold but this code no longer has, because what they set is now
+# implied by something else; they are dropped when a saved config is read (`drop_retired_keys`).
+# model.num_videos: the model takes the number of videos per mixture from its input batch
+# (config.data.num_videos decides it).
+RETIRED_KEYS = ("model.num_videos",)
+
+
+def drop_retired_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` without the `RETIRED_KEYS` (in place; returned for chaining)."""
+  for key in RETIRED_KEYS:
+    section, leaf = key.split(".")
+    if section in config and leaf in config[section]:
+      del config[section][leaf]
+  return config
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Paper settings (ASMP, NeurIPS 2022, §4.1 and DESIGN.md §2) on the synthetic data set."""
   c = ml_collections.ConfigDict()
@@ -65,7 +81,6 @@ def base_config() -> ml_collections.ConfigDict:
   m.gat_head_dim = 64
   m.edgeconv_dim = 256
   m.num_slots = NUM_SLOTS
-  m.num_videos = 2
   m.unet_width_mult = 1.0
   m.num_classes = 0  # K = auditory classes + background; filled from the data set
   m.num_direction_classes = 10  # 10 or 28

@@ -312,7 +312,7 @@ def _flatten(d, prefix=""):
 
 def _with_defaults(saved) -> ml_collections.ConfigDict:
   """``saved`` with the keys it lacks (added to the code since it was written) at their
-  ``config_lib.base_config()`` defaults."""
+  ``config_lib.base_config()`` defaults, and without the keys the code has retired."""
   merged = json.loads(config_lib.base_config().to_json())
 
   def merge(into, new):
@@ -322,7 +322,7 @@ def _with_defaults(saved) -> ml_collections.ConfigDict:
       else:
         into[k] = v
   merge(merged, saved.to_dict())
-  return ml_collections.ConfigDict(merged)
+  return config_lib.drop_retired_keys(ml_collections.ConfigDict(merged))
 
 
 class _NotASetting:

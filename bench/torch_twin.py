@@ -410,7 +410,7 @@ class ASMPTwin(nn.Module):
     sp = self.spec
     mix = batch["mix_log_mag"]
     b, h, w = mix.shape
-    u, s, e = sp.num_videos, sp.num_slots, sp.embed_dim
+    u, s, e = batch["source_mask"].shape[1], sp.num_slots, sp.embed_dim
     zeta = self.graph_encoder(batch)                                 # [B, U, Z]
     steps = self.slot_gru(zeta)                                      # [B, U, S, E]
     emb = assign_steps_to_slots(steps, batch["source_mask"]) if sp.compact_slots else steps

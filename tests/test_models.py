@@ -10,7 +10,7 @@ from asmp_jax.models import asmp, graph_encoder, unet
 
 NN, F, H = 6, 12, 128
 TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
-            edgeconv_dim=8, num_slots=3, num_videos=2, unet_width_mult=0.125, num_classes=5,
+            edgeconv_dim=8, num_slots=3, unet_width_mult=0.125, num_classes=5,
             num_direction_classes=10, dir_window_cols=20, dir_window_stride=20,
             num_dir_windows=6, cls_width=4, cls_blocks=(1,), graph_mode="asmp",
             dtype="float32")
@@ -324,6 +324,30 @@ def test_bfloat16_compute_keeps_float32_outputs(train_step_result):
   np.testing.assert_allclose(np.asarray(out["embeddings"]), np.asarray(ref), atol=0.1)
 
 
+def test_one_model_separates_any_number_of_videos(train_step_result):
+  """The number of videos per mixture comes from the batch: in inference mode each video of a
+  two-video mixture gets from a one-video batch (same mixture) what it gets beside the other."""
+  r = train_step_result
+  model, variables = r["model"], r["variables"]
+  batch = {k: v for k, v in r["batch"].items() if k in models.BATCH_DTYPES}
+  fwd = _FastJit(lambda v, b: model.apply(v, b, train=False))
+  both = fwd(variables, batch)
+  for ui in range(2):
+    alone = fwd(variables, {k: v if k == "mix_log_mag" else v[:, ui:ui + 1]
+                            for k, v in batch.items()})
+    for k, v in both.items():
+      assert alone[k].shape == v[:, ui:ui + 1].shape, k
+      np.testing.assert_allclose(np.asarray(alone[k]), np.asarray(v[:, ui:ui + 1]), rtol=1e-5,
+                                 atol=1e-5, err_msg=k)
+  three = fwd(variables, {k: v if k == "mix_log_mag" else jnp.concatenate([v, v[:, :1]], axis=1)
+                          for k, v in batch.items()})
+  assert three["masks"].shape[1] == 3
+  np.testing.assert_allclose(np.asarray(three["dir_logits"][:, 2]),
+                             np.asarray(both["dir_logits"][:, 0]), rtol=1e-5, atol=1e-5)
+  # A config written when the model had a num_videos setting builds the same model.
+  assert models.create_model(dict(TINY, num_videos=2)).spec == model.spec
+
+
 def test_config_validation_names_the_key():
   with pytest.raises(ValueError, match="config.model.cls_width"):
     models.create_model({k: v for k, v in TINY.items() if k != "cls_width"})
@@ -345,7 +369,7 @@ def test_config_validation_names_the_key():
 
 def test_batch_shapes_and_eval_shape_init():
   model = models.create_model(TINY)
-  shapes = models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H))
+  shapes = models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H), videos=2)
   assert shapes["node_features"].shape == (3, 2, NN, F)
   assert shapes["source_mask"].dtype == jnp.bool_
   abstract = jax.eval_shape(lambda r: models.init_variables(model, r, shapes), jax.random.key(0))
@@ -355,11 +379,17 @@ def test_batch_shapes_and_eval_shape_init():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(abstract["params"]))
   # The audio-only class_label baseline reads the labels too (restoring its checkpoints needs it).
   cl = dict(TINY, graph_mode="class_label")
-  cl_shapes = models.batch_shapes(cl, 3, NN, 30, spec_shape=(H, H))
+  cl_shapes = models.batch_shapes(cl, 3, NN, 30, spec_shape=(H, H), videos=2)
   assert cl_shapes["class_labels"].shape == (3, 2, 3) and "class_labels" not in shapes
   abstract = jax.eval_shape(lambda r: models.init_variables(models.create_model(cl), r, cl_shapes),
                             jax.random.key(0))
   assert "class_embed" in abstract["params"]
+  # The variables do not depend on the number of videos per mixture (one video by default).
+  one = models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H))
+  assert one["node_features"].shape == (3, 1, NN, F)
+  tree = lambda shapes: jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(
+      lambda r: models.init_variables(model, r, shapes), jax.random.key(0)))
+  assert tree(one) == tree(shapes)
 
 
 def test_multiscale_mode_shares_the_asmp_parameters_and_uses_two_scales():
@@ -500,7 +530,8 @@ def test_dir_window_graphs_give_each_slice_its_own_window_embedding(train_step_r
   bad = dict(same, window_node_mask=same["window_node_mask"][:, :, :5])
   with pytest.raises(ValueError, match="window_node_mask"):
     model_w.apply(variables, bad, train=False)
-  shapes = models.batch_shapes(dict(TINY, dir_window_graphs=True), 3, NN, 30, spec_shape=(H, H))
+  shapes = models.batch_shapes(dict(TINY, dir_window_graphs=True), 3, NN, 30, spec_shape=(H, H),
+                               videos=2)
   assert shapes["window_node_features"].shape == (3, 2, 6, NN, F)
   assert shapes["window_edge_mask"].shape == (3, 2, 6, 30) and "window_edge_mask" not in \
       models.batch_shapes(TINY, 3, NN, 30, spec_shape=(H, H))

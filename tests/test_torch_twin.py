@@ -27,7 +27,7 @@ import torch_twin as tt  # noqa: E402  pylint: disable=wrong-import-position
 
 NN, F, H = 6, 12, 256  # 256 x 256: a 2 x 2 bottleneck, as in the real model
 TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
-            edgeconv_dim=8, num_slots=3, num_videos=2, unet_width_mult=0.125, num_classes=5,
+            edgeconv_dim=8, num_slots=3, unet_width_mult=0.125, num_classes=5,
             num_direction_classes=10, dir_window_cols=40, dir_window_stride=40,
             num_dir_windows=6, cls_width=4, cls_blocks=(1, 1), graph_mode="asmp",
             dtype="float32")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -295,6 +296,23 @@ def test_a_config_json_from_before_a_key_existed_loads_with_the_default(tmp_path
   assert loaded.model.graph_mode == base.model.graph_mode
   assert loaded.model.embed_dim == written["model"]["embed_dim"] != base.model.embed_dim
   assert loaded.data.builder_config == "tiny"
+
+
+def test_a_config_json_with_a_retired_key_loads_and_resumes(tmp_path):
+  """model.num_videos (the model now reads the number of videos from its batch) in a run's
+  config.json is dropped on load: the run evaluates and resumes under the current config."""
+  from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  current = tiny.get_config()
+  written = json.loads(current.to_json())
+  written["model"]["num_videos"] = 2
+  (tmp_path / "config.json").write_text(json.dumps(written))
+  loaded = train.load_saved_config(str(tmp_path))
+  assert "num_videos" not in loaded.model and loaded.data.num_videos == 2
+  train.check_compatible(ml_collections.ConfigDict(written), current)
+  assert train.resume_changes(ml_collections.ConfigDict(written), current, 5) == []
+  assert "model.num_videos" in config_lib.RETIRED_KEYS and "num_videos" not in current.model
 
 
 def test_keep_if_finite_takes_the_new_tree_only_when_finite():

@@ -1,7 +1,9 @@
 """The ASMP model: scene-graph encoder -> GRU slots -> conditioned U-Net -> classifiers.
 
 Per example: one mixture of ``U`` videos, each with ``S`` source slots (``S - 1`` auditory + the
-background, always valid). ``ASMP.__call__(batch, train)`` maps the batch dict (leading axis B on
+background, always valid). ``U`` is read from the batch (``source_mask [B, U, S]``), not fixed by
+the model: the same parameters run a training mixture of two videos (``U = 2``) and the separation
+of one video (``U = 1``). ``ASMP.__call__(batch, train)`` maps the batch dict (leading axis B on
 every array, see `BATCH_DTYPES`) to::
 
   embeddings   [B, U, S, E]          unit-norm conditioning vectors y_hat (float32)
@@ -102,7 +104,7 @@ WINDOW_BATCH_DTYPES: dict[str, Any] = {
 _ALL_DTYPES = {**BATCH_DTYPES, **WINDOW_BATCH_DTYPES}
 
 _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads", "gat_head_dim",
-                      "edgeconv_dim", "num_slots", "num_videos", "num_classes",
+                      "edgeconv_dim", "num_slots", "num_classes",
                       "num_direction_classes", "dir_window_cols", "dir_window_stride",
                       "num_dir_windows", "cls_width")
 # Keys read with their `ModelSpec` default when the config lacks them.
@@ -121,7 +123,6 @@ class ModelSpec:
   gat_head_dim: int = 64
   edgeconv_dim: int = 256
   num_slots: int = 3
-  num_videos: int = 2
   unet_width_mult: float = 1.0
   num_classes: int = 15
   num_direction_classes: int = 10
@@ -275,10 +276,12 @@ def _check_batch(batch: Mapping[str, Array], spec: ModelSpec) -> None:
   missing = [k for k in BATCH_DTYPES if k not in batch]
   if missing:
     raise ValueError(f"ASMP batch is missing keys {missing}; expected {sorted(BATCH_DTYPES)}")
-  b, u, s = batch["mix_log_mag"].shape[0], spec.num_videos, spec.num_slots
-  nf = batch["node_features"]
   if batch["mix_log_mag"].ndim != 3:
     raise ValueError(f"batch['mix_log_mag'] must be [B, H, W], got {batch['mix_log_mag'].shape}")
+  if batch["source_mask"].ndim != 3:
+    raise ValueError(f"batch['source_mask'] must be [B, U, S], got {batch['source_mask'].shape}")
+  b, u, s = batch["mix_log_mag"].shape[0], batch["source_mask"].shape[1], spec.num_slots
+  nf = batch["node_features"]
   if nf.ndim != 4 or nf.shape[:2] != (b, u) or nf.shape[-1] != spec.node_feature_dim:
     raise ValueError(f"batch['node_features'] must be [B={b}, U={u}, Nn, "
                      f"F={spec.node_feature_dim}], got {nf.shape}")
@@ -308,7 +311,8 @@ class ASMP(nn.Module):
   """Audio Separator and Motion Predictor (module docstring). Build with `create_model`.
 
   Methods (all usable through ``model.apply(variables, ..., method=ASMP.<name>)``):
-    ``__call__(batch, train)``: the full forward pass -> outputs dict.
+    ``__call__(batch, train)``: the full forward pass -> outputs dict, for any number of videos
+      ``U >= 1`` per mixture (``model.apply(variables, batch, train=False)`` separates).
     ``embed(batch)``: the visual part only -> ``{"embeddings", ["graph_embedding"]}``.
     ``separate(mix_log_mag [B, H, W], embeddings [B, C, E], train)``: masks ``[B, C, H, W]``.
   """
@@ -399,7 +403,7 @@ class ASMP(nn.Module):
     _check_batch(batch, sp)
     mix = batch["mix_log_mag"].astype(jnp.float32)
     b, h, w = mix.shape
-    u, s, e = sp.num_videos, sp.num_slots, sp.embed_dim
+    u, s, e = batch["source_mask"].shape[1], sp.num_slots, sp.embed_dim
     out = self.embed(batch, train)
     emb = out["embeddings"]
     masks = self.separate(mix, emb.reshape(b, u * s, e), train).reshape(b, u, s, h, w)
@@ -423,10 +427,12 @@ def create_model(model_config: Any) -> ASMP:
 
 
 def batch_shapes(model_config: Any, batch_size: int, num_nodes: int, num_edges: int,
-                 spec_shape: tuple[int, int] = (256, 256)) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes/dtypes of a model input batch (for `init_variables` and abstract evaluation)."""
+                 spec_shape: tuple[int, int] = (256, 256),
+                 videos: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes/dtypes of a model input batch of ``videos`` videos per mixture (for `init_variables`
+  and abstract evaluation; the variables are the same for any number of videos)."""
   sp = spec_from_config(model_config)
-  bu = (batch_size, sp.num_videos)
+  bu = (batch_size, videos)
   shapes = {
       "mix_log_mag": (batch_size,) + tuple(spec_shape),
       "node_features": bu + (num_nodes, sp.node_feature_dim),
