@@ -78,7 +78,8 @@ from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
 Array = jax.Array
 
-GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision", "class_label")
+GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision", "class_label",
+               "authors")
 
 # Model inputs and their dtypes.
 BATCH_DTYPES: dict[str, Any] = {
@@ -422,8 +423,15 @@ class ASMP(nn.Module):
 
 
 def create_model(model_config: Any) -> ASMP:
-  """Builds `ASMP` from ``config.model`` (ConfigDict or mapping); validates every key."""
-  return ASMP(spec_from_config(model_config))
+  """Builds `ASMP` from ``config.model`` (ConfigDict or mapping); validates every key.
+
+  ``graph_mode="authors"`` builds the public code's networks (`asmp_jax.models.authors`).
+  """
+  spec = spec_from_config(model_config)
+  if spec.graph_mode == "authors":
+    from asmp_jax.models import authors  # pylint: disable=g-import-not-at-top
+    return authors.create(model_config, spec)
+  return ASMP(spec)
 
 
 def batch_shapes(model_config: Any, batch_size: int, num_nodes: int, num_edges: int,

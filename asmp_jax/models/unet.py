@@ -60,6 +60,8 @@ class ConditionedUNet(nn.Module):
       as they are; ``sqrt(E)`` gives them unit RMS per channel, like the BatchNormed encoder
       channels they are concatenated to).
     norm: ``"batch"`` (BatchNorm, as the paper) or ``"group"`` (GroupNorm; module docstring).
+    cond_first: the tiled conditioning comes before the bottleneck's audio channels in the first
+      decoder layer's input (the public code's order, `asmp_jax.models.authors`); after by default.
     dtype: compute dtype; the returned masks are float32.
   """
   width_mult: float = 1.0
@@ -67,6 +69,7 @@ class ConditionedUNet(nn.Module):
   conv_impl: str = "custom"
   cond_scale: float = 1.0
   norm: str = "batch"
+  cond_first: bool = False
   dtype: Dtype = jnp.float32
 
   def _norm(self, x: Array, train: bool, name: str) -> Array:
@@ -126,7 +129,7 @@ class ConditionedUNet(nn.Module):
     for i, width in enumerate(up_widths):
       conv = ConvTranspose4x4s2(width, impl=self.conv_impl, dtype=self.dtype, name=f"up{i + 1}")
       if i == 0:
-        y = conv(bottom, tiled)                       # [B, C, 2h, 2w, width]
+        y = conv(tiled, bottom) if self.cond_first else conv(bottom, tiled)  # [B, C, 2h, 2w, w]
       else:
         y = conv(y, skips[n_layers - 1 - i])
       if i < n_layers - 1:
