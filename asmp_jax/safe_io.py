@@ -129,7 +129,7 @@ def _torch_reason(e: BaseException) -> str:
 _NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 
 
-def _read_npy_or_npz(path: str, mmap_mode: str | None):
+def _read_npy_or_npz(path: str, mmap_mode: str | None, keys: Iterable[str] | None = None):
   with open(path, "rb") as f:
     magic = f.read(6)
   if not (magic.startswith(_NPY_MAGIC) or magic.startswith(_ZIP_MAGIC)):
@@ -138,7 +138,12 @@ def _read_npy_or_npz(path: str, mmap_mode: str | None):
   loaded = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
   if isinstance(loaded, np.lib.npyio.NpzFile):
     with loaded:
-      return {k: loaded[k] for k in loaded.files}
+      names = loaded.files if keys is None else list(keys)
+      missing = [k for k in names if k not in loaded.files]
+      if missing:
+        raise SafeLoadError(path, f"no array named {', '.join(missing)} (it holds "
+                            f"{', '.join(loaded.files)})")
+      return {k: loaded[k] for k in names}
   return loaded
 
 
@@ -151,11 +156,15 @@ def np_load(path: str | os.PathLike, mmap_mode: str | None = None
     FileNotFoundError: no such file.
     SafeLoadError: the file holds pickled objects or is not a readable ``.npy``/``.npz``.
   """
+  return _np_load(path, mmap_mode)
+
+
+def _np_load(path: str | os.PathLike, mmap_mode: str | None, keys: Iterable[str] | None = None):
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(2, "No such file", path)
   try:
-    return _read_npy_or_npz(path, mmap_mode)
+    return _read_npy_or_npz(path, mmap_mode, keys)
   except SafeLoadError:
     raise
   except ValueError as e:
@@ -168,9 +177,11 @@ def np_load(path: str | os.PathLike, mmap_mode: str | None = None
                         f"{_first_line(e)})") from e
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """All arrays of an ``.npz`` file, read in full (object arrays refused)."""
-  out = np_load(path)
+def load_npz(path: str | os.PathLike, keys: Iterable[str] | None = None
+             ) -> dict[str, np.ndarray]:
+  """The arrays of an ``.npz`` file (all, or those named in ``keys``), read in full; object
+  arrays refused."""
+  out = _np_load(path, None, keys)
   if not isinstance(out, dict):
     raise SafeLoadError(os.fspath(path), "is a single .npy array; expected an .npz archive of "
                         "named arrays")

@@ -104,6 +104,9 @@ def test_np_load_reads_arrays_and_refuses_object_arrays(tmp_path):
   assert safe_io.np_load(tmp_path / "a.npy", mmap_mode="r").shape == (2, 3)
   b = safe_io.load_npz(tmp_path / "b.npz")
   assert sorted(b) == ["x", "y"] and b["y"].dtype == np.int8
+  assert list(safe_io.load_npz(tmp_path / "b.npz", keys=["y"])) == ["y"]
+  with pytest.raises(safe_io.SafeLoadError, match=r"b.npz: no array named z \(it holds x, y\)"):
+    safe_io.load_npz(tmp_path / "b.npz", keys=["z"])
   marker = tmp_path / "ran"
   for name, make in (("o.npy", hostile.hostile_npy), ("o.npz", hostile.hostile_npz)):
     path = make(tmp_path / name, marker)
@@ -135,3 +138,43 @@ def test_torch_state_dict_weights_only(tmp_path):
   torch.save([torch.ones(1)], tmp_path / "list.pt")
   with pytest.raises(safe_io.SafeLoadError, match="list.pt: holds a list"):
     safe_io.load_torch_state_dict(tmp_path / "list.pt")
+
+
+def _unsafe_loads(source: str) -> list[str]:
+  """Calls in ``source`` that deserialise with code execution possible: pickle.load(s) and
+  Unpickler, torch.load, np.load(allow_pickle=<not False>)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+      continue
+    owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+    name = f"{owner}.{node.func.attr}"
+    pickles = {k.arg: k.value for k in node.keywords}.get("allow_pickle")
+    if (name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "torch.load")
+        or (name in ("np.load", "numpy.load") and pickles is not None
+            and not (isinstance(pickles, ast.Constant) and pickles.value is False))):
+      found.append(f"line {node.lineno}: {name}")
+  return found
+
+
+def test_the_guard_finds_unsafe_loads():
+  code = ("import pickle, torch, numpy as np\npickle.load(f)\ntorch.load(p)\n"
+          "np.load(p, allow_pickle=True)\nnp.load(p)\nnp.load(p, allow_pickle=False)\n")
+  assert _unsafe_loads(code) == ["line 2: pickle.load", "line 3: torch.load",
+                                 "line 4: np.load"]
+
+
+def test_no_module_deserialises_outside_safe_io():
+  """Everything that reads files goes through safe_io (or np.load without pickles)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  offenders = []
+  for top in ("asmp_jax", "data", "bench"):
+    for root, _, names in os.walk(os.path.join(repo, top)):
+      for name in names:
+        path = os.path.join(root, name)
+        if not name.endswith(".py") or os.path.relpath(path, repo) == "asmp_jax/safe_io.py":
+          continue
+        with open(path, encoding="utf-8") as f:
+          offenders += [f"{os.path.relpath(path, repo)} {hit}" for hit in _unsafe_loads(f.read())]
+  assert not offenders, offenders

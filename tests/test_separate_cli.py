@@ -63,6 +63,27 @@ def test_cli_writes_sources_summary_and_picture(trained_tiny_workdir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_synthetic_clip_separates_from_its_mp4_alone_and_overwrite_replaces_it(
+    trained_tiny_workdir, tmp_path):
+  """The generated clip's mp4 carries the mixture: --video alone separates what the training
+  process separated from mp4 + wav; a second run with --overwrite replaces the first's outputs."""
+  workdir, stem, ref_npz = trained_tiny_workdir
+  out = tmp_path / "out"
+  for extra in ([], ["--overwrite"]):
+    proc = _separate(f"--workdir={workdir}", f"--video={stem}.mp4", f"--out_dir={out}", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"audio: the sound track of {stem}.mp4" in proc.stderr
+  with open(out / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["audio"] == f"{stem}.mp4"
+  ref = np.load(ref_npz)["sources"]
+  got = np.stack([sf.read(str(out / s["file"]), dtype="float32")[0] for s in summary["sources"]])
+  assert got.shape == ref.shape
+  np.testing.assert_allclose(got, ref, atol=2.0 / 32768 + 1e-5 * np.abs(ref).max())  # PCM_16
+  assert _leftovers(str(tmp_path), "out") == ["out"]
+
+
+@pytest.mark.slow
 def test_cli_failure_after_writing_leaves_no_partial_outputs(trained_tiny_workdir, tmp_path):
   workdir, stem, _ = trained_tiny_workdir
   out = str(tmp_path / "out")

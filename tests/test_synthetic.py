@@ -489,6 +489,22 @@ def test_written_files_match_the_contract(written_clip):
     assert (obj["stem"] is not None) == obj["sounding"]
 
 
+def test_the_mp4_carries_the_wav_exactly_and_the_same_pictures(written_clip, tmp_path):
+  """The mp4's FLAC sound track is the wav's samples (so separating the mp4 alone separates the
+  data set's mixture), and its pictures decode as those of a video-only encoding (the records,
+  made from the pictures and the wav, are unchanged)."""
+  clip, paths = written_clip
+  from asmp_jax import media  # pylint: disable=g-import-not-at-top
+  info = media.probe(paths["mp4"])
+  assert info["has_audio"] and info["audio_sample_rate"] == 11025 and info["audio_channels"] == 1
+  from_mp4, _ = media.load_audio(paths["mp4"], target_sr=None)
+  from_wav, _ = media.load_audio(paths["wav"], target_sr=None)
+  np.testing.assert_array_equal(from_mp4, from_wav)
+  silent = str(tmp_path / "silent.mp4")
+  media.write_video(silent, clip.frames, clip.config.fps, codec="libx264", crf=clip.config.crf)
+  np.testing.assert_array_equal(media.read_video(paths["mp4"])[0], media.read_video(silent)[0])
+
+
 def test_simulated_detections_follow_the_ground_truth(moving_clip):
   a = moving_clip.arrays
   assert np.all(np.diff(a["det_frame"]) >= 0)
@@ -538,3 +554,46 @@ def test_progress_report_every_5_percent_and_at_the_end():
   assert lines[-3] == "train: 38/40 clips (0.10 clips/s overall, about 20 s left)"
   assert lines[-2] == "train: 40/40 clips (0.10 clips/s overall)"
   assert lines[-1] == "val: 1/1 clips (0.10 clips/s overall)"
+
+
+# ------------------------------------------------------------------------------ stopping a build
+_GENERATE = ["-m", "asmp_data.synthetic.generate", "--num_train=60", "--num_val=0",
+             "--num_test=0", "--workers=2", '--config={"duration_s": 2.0}']
+
+
+def _start_generation(out_dir):
+  """Starts the generate CLI with 2 workers; returns it once the first clip is reported."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen([sys.executable, *_GENERATE, f"--out_dir={out_dir}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  first = proc.stdout.readline()
+  assert first.startswith("train: "), first + proc.stderr.read()
+  return proc
+
+
+def test_sigterm_stops_generation_in_one_line_keeping_whole_clips(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  proc = _start_generation(tmp_path)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)  # returns once every holder of the pipes (workers) exits
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert "Traceback" not in err and "leaked" not in err, err
+  stops = [l for l in err.splitlines() if "Stopped by SIGTERM" in l]
+  assert len(stops) == 1 and stops[0].endswith(
+      f"while generating clips into {tmp_path}; whole clips are kept and the same command resumes "
+      "from them")
+  whole = {f[:-5] for f in os.listdir(tmp_path / "train") if f.endswith(".json")}
+  assert 1 <= len(whole) < 60
+  assert not (tmp_path / "manifest.json").exists()
+
+
+def test_workers_of_a_killed_build_exit_quietly(tmp_path):
+  """SIGKILL to the parent: its workers find it gone and exit without a traceback each."""
+  import signal  # pylint: disable=g-import-not-at-top
+  proc = _start_generation(tmp_path)
+  proc.send_signal(signal.SIGKILL)
+  _, err = proc.communicate(timeout=120)  # the workers hold the pipes until they exit
+  assert proc.returncode == -signal.SIGKILL
+  assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -126,3 +126,69 @@ def test_split_over_the_shuffle_buffer_builds_without_tensorflow(tiny_data_dir, 
     assert [new[i]["clip_id"] for i in range(len(new))] == \
         [ref[i]["clip_id"] for i in range(len(ref))]
 
+
+
+# ----------------------------------------------------------------------- generated clips removed
+
+def _fake_clips(root, counts):
+  for sub, n in counts.items():
+    (root / sub).mkdir(parents=True)
+    for i in range(n):
+      for ext in ("json", "mp4", "wav", "npz"):
+        (root / sub / f"{sub}_{i:05d}.{ext}").write_bytes(b"x" * 1000)
+    (root / sub / ".complete").write_text("ok\n")
+
+
+@pytest.mark.parametrize("keep,left", [("all", ["test", "train", "val"]), ("test", ["test"]),
+                                       ("none", None)])
+def test_remove_clips_keeps_what_keep_clips_names(tmp_path, keep, left):
+  root = tmp_path / "tiny-1.1.0"
+  _fake_clips(root, {"train": 3, "val": 2, "test": 2})
+  line = sdb.remove_clips(str(root), keep)
+  if left is None:
+    assert not root.exists()
+  else:
+    assert sorted(os.listdir(root)) == left
+  if keep == "test":
+    assert line == (f"Removed 5 generated clips (0.00 GB, train/val) from {root} now that the "
+                    "records are written (keep_clips='test'; ASMP_KEEP_CLIPS=all keeps them).")
+  if keep == "all":
+    assert line is None
+
+
+def test_keep_clips_from_the_environment_and_refused_values(monkeypatch):
+  tiny = {c.name: c for c in sdb.BUILDER_CONFIGS}["tiny"]
+  default = {c.name: c for c in sdb.BUILDER_CONFIGS}["default"]
+  monkeypatch.delenv(sdb.KEEP_CLIPS_ENV, raising=False)
+  assert (sdb.keep_clips(default), sdb.keep_clips(tiny)) == ("test", "all")
+  monkeypatch.setenv(sdb.KEEP_CLIPS_ENV, "none")
+  assert sdb.keep_clips(tiny) == "none"
+  monkeypatch.setenv(sdb.KEEP_CLIPS_ENV, "some")
+  with pytest.raises(ValueError, match=r"\$ASMP_KEEP_CLIPS='some': expected one of all, test, "
+                                       "none"):
+    sdb.keep_clips(default)
+
+
+def test_a_build_removes_its_training_clips_but_never_a_manual_dirs(tmp_path, monkeypatch):
+  monkeypatch.delenv(sdb.KEEP_CLIPS_ENV, raising=False)
+  cfg = dataclasses.replace({c.name: c for c in sdb.BUILDER_CONFIGS}["tiny"], name="tiny_clean",
+                            num_train=1, num_val=1, num_test=1, workers=1, keep_clips="test",
+                            generator_overrides=(("duration_s", 2.0),))
+  builder = sdb.Builder(data_dir=str(tmp_path / "tfds"), config=cfg, file_format="array_record")
+  builder.download_and_prepare(file_format="array_record")
+  clips = tmp_path / "tfds" / "downloads" / "asmp_synthetic_clips" / f"tiny_clean-{builder.VERSION}"
+  assert sorted(os.listdir(clips)) == ["test"]
+  assert sorted(os.listdir(clips / "test")) == [".complete"] + [
+      f"test_00000.{e}" for e in ("json", "mp4", "npz", "wav")]
+  assert {s: builder.info.splits[s].num_examples for s in ("train", "validation", "test")} == {
+      "train": 1, "validation": 1, "test": 1}
+  # The same config given the clips as a manual dir: they are the user's and stay.
+  manual = tmp_path / "manual"
+  generator.generate_splits(manual, {"train": 1, "val": 1, "test": 1}, seed=5,
+                            cfg=sdb._generator_config(cfg))  # pylint: disable=protected-access
+  before = sorted(os.listdir(manual / "train"))
+  monkeypatch.setenv(sdb.KEEP_CLIPS_ENV, "none")
+  other = sdb.Builder(data_dir=str(tmp_path / "tfds2"), config=cfg, file_format="array_record")
+  other.download_and_prepare(file_format="array_record",
+                             download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  assert sorted(os.listdir(manual / "train")) == before

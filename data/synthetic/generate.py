@@ -21,6 +21,7 @@ from absl import flags
 
 from asmp_data.synthetic import files
 from asmp_data.synthetic import generator
+from asmp_data.synthetic import workers
 from asmp_data.synthetic.config import GeneratorConfig
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory of the data set.")
@@ -74,7 +75,9 @@ def main(argv):
   if _WORKERS.value < 1:
     raise app.UsageError(f"--workers={_WORKERS.value}: expected at least 1")
   counts = {"train": _NUM_TRAIN.value, "val": _NUM_VAL.value, "test": _NUM_TEST.value}
-  build(_OUT_DIR.value, counts, _SEED.value, cfg, _WORKERS.value)
+  with workers.stop_on_sigterm(f"generating clips into {_OUT_DIR.value}",
+                               "whole clips are kept and the same command resumes from them"):
+    build(_OUT_DIR.value, counts, _SEED.value, cfg, _WORKERS.value)
   return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
 import zlib
@@ -27,6 +26,7 @@ from asmp_data.synthetic import geometry
 from asmp_data.synthetic import render
 from asmp_data.synthetic import scene as scene_lib
 from asmp_data.synthetic import soundscape
+from asmp_data.synthetic import workers
 from asmp_data.synthetic.config import GeneratorConfig
 
 FORMAT_VERSION = 1
@@ -226,9 +226,12 @@ def generate_clip(seed: int, cfg: GeneratorConfig | None = None, *, clip_id: str
 
 
 def write_clip(clip: Clip, out_dir: str | os.PathLike[str]) -> dict[str, str]:
-  """Writes ``<id>.mp4`` (H.264), ``<id>.wav`` (PCM_16), ``<id>.json`` and ``<id>.npz``.
+  """Writes ``<id>.mp4`` (H.264 video with the mixture as a FLAC sound track), ``<id>.wav``
+  (PCM_16 mixture), ``<id>.json`` and ``<id>.npz``.
 
-  Every file is written atomically and deterministically (same clip -> same bytes).
+  Every file is written atomically and deterministically (same clip -> same bytes). The mp4's
+  sound track holds the wav's samples exactly (FLAC is lossless), so the clip plays with sound and
+  separating the mp4 alone separates the mixture the data set holds.
 
   Args:
     clip: the clip.
@@ -242,9 +245,11 @@ def write_clip(clip: Clip, out_dir: str | os.PathLike[str]) -> dict[str, str]:
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   paths = {ext: os.path.join(out_dir, f"{clip.clip_id}.{ext}") for ext in EXTENSIONS}
+  sr = clip.config.sample_rate
+  media.write_wav(paths["wav"], clip.audio, sr, subtype="PCM_16")
+  pcm, _ = media.load_audio(paths["wav"], target_sr=None)  # the 16-bit samples, as float
   media.write_video(paths["mp4"], clip.frames, clip.config.fps, codec="libx264",
-                    crf=clip.config.crf)
-  media.write_wav(paths["wav"], clip.audio, clip.config.sample_rate, subtype="PCM_16")
+                    crf=clip.config.crf, audio=(pcm, sr), audio_codec="flac")
   files.write_json(paths["json"], clip.sidecar)
   files.write_npz(paths["npz"], clip.arrays)
   return paths
@@ -382,14 +387,9 @@ def generate_splits(out_dir: str | os.PathLike[str], counts: Mapping[str, int], 
     if progress:
       progress(split, len(records[split]), counts[split])
 
-  if num_workers == 1 or len(tasks) <= 1:
-    for task in tasks:
-      collect(_make_and_write(task))
-  else:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(num_workers, len(tasks))) as pool:
-      for record in pool.imap_unordered(_make_and_write, tasks, chunksize=1):
-        collect(record)
+  for record in workers.imap(_make_and_write, tasks, min(num_workers, len(tasks)),
+                             ordered=False):
+    collect(record)
   return {split: sorted(r, key=lambda x: x["index"]) for split, r in records.items()}
 
 

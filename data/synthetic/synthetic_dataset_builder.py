@@ -18,15 +18,17 @@ import dataclasses
 import functools
 import json
 import logging
-import multiprocessing
+import shutil
 import os
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from asmp_data.synthetic import workers
 from asmp_jax import media
 from asmp_jax import preprocess
+from asmp_jax import safe_io
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import providers
 
@@ -45,6 +47,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   flow: str = "sidecar"  # sidecar | opencv
   feature_extractor: str = graph_features.HOG_COLOR
   workers: int = 2
+  keep_clips: str = "test"  # which generated clips stay once the records are written: KEEP_CLIPS
 
 
 BUILDER_CONFIGS = [
@@ -85,9 +88,46 @@ BUILDER_CONFIGS = [
                     description="octant's motion, 8x its training clips: 3200/40/80.",
                     num_train=3200,
                     generator_overrides=(("motion_kind_weights", (0, 0, 0, 0, 0, 0, 1)),)),
+    # Keeps all its 16 clips (53 MB): the tests separate them and build from them again.
     SyntheticConfig(name="tiny", description="8/4/4 clips, for tests and CI.", num_train=8,
-                    num_val=4, num_test=4),
+                    num_val=4, num_test=4, keep_clips="all"),
 ]
+
+# keep_clips (or $ASMP_KEEP_CLIPS, which overrides it) -> the clip folders removed once the
+# records are written. The test clips (mp4 with sound, wav, sidecar) are what one separates to
+# try a trained model; the training ones are only needed to link into a larger config's build.
+KEEP_CLIPS = {"all": (), "test": ("train", "val"), "none": ("train", "val", "test")}
+KEEP_CLIPS_ENV = "ASMP_KEEP_CLIPS"
+
+
+def keep_clips(cfg: SyntheticConfig) -> str:
+  """The clips to keep after a build: $ASMP_KEEP_CLIPS if set, else ``cfg.keep_clips``."""
+  value = os.environ.get(KEEP_CLIPS_ENV) or cfg.keep_clips
+  if value not in KEEP_CLIPS:
+    source = f"${KEEP_CLIPS_ENV}" if os.environ.get(KEEP_CLIPS_ENV) else "keep_clips"
+    raise ValueError(f"{source}={value!r}: expected one of {', '.join(KEEP_CLIPS)} (which "
+                     "generated clips stay once the records are written)")
+  return value
+
+
+def remove_clips(clips_dir: str, keep: str) -> str | None:
+  """Removes the clip folders that ``keep`` does not keep; returns a line saying what went (None
+  when nothing did)."""
+  gone = [os.path.join(clips_dir, sub) for sub in KEEP_CLIPS[keep]
+          if os.path.isdir(os.path.join(clips_dir, sub))]
+  if not gone:
+    return None
+  count = size = 0
+  for folder in gone:
+    for entry in os.scandir(folder):
+      count += entry.name.endswith(".json")
+      size += entry.stat().st_size if entry.is_file(follow_symlinks=False) else 0
+    shutil.rmtree(folder)
+  if keep == "none" and not os.listdir(clips_dir):
+    os.rmdir(clips_dir)
+  subs = "/".join(os.path.basename(f) for f in gone)
+  return (f"Removed {count} generated clips ({size / 1e9:.2f} GB, {subs}) from {clips_dir} now "
+          f"that the records are written (keep_clips={keep!r}; {KEEP_CLIPS_ENV}=all keeps them).")
 
 
 def _generator_config(cfg: SyntheticConfig):
@@ -113,7 +153,7 @@ def _preprocess_one(json_path: str, detections: str, flow: str, extractor: str,
                                     prov.flow(frames), np.asarray(auditory_ids), cfg,
                                     clip_id=clip_id, num_samples=num_samples)
     # Ground truth of the generator, kept for measuring the preprocessing (never a model input).
-    gt = np.load(base + ".npz")
+    gt = safe_io.load_npz(base + ".npz", keys=("window_displacement",))
     ex["gt_window_displacement"] = _gt_source_displacement(json_path, gt, ex, auditory_ids,
                                                            num_windows)
     ex["clip_id"] = clip_id
@@ -137,15 +177,6 @@ def _gt_source_displacement(json_path, gt, ex, auditory_ids, num_windows) -> np.
     if len(objs) == 1:  # ambiguous when two objects share the class
       out[:disp.shape[0], a] = disp[:, objs[0]]
   return out
-
-
-def _map(fn, items, workers: int):
-  """``map`` over worker processes (spawned: safe when JAX is already imported), streamed."""
-  if workers <= 1:
-    yield from map(fn, items)
-    return
-  with multiprocessing.get_context("spawn").Pool(workers) as pool:
-    yield from pool.imap(fn, items, chunksize=2)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -196,6 +227,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                  homepage="https://github.com/asmp-jax",
                                  description=__doc__.split("\n\n")[0])
 
+  def download_and_prepare(self, *args, **kwargs):
+    """TFDS's build; SIGTERM stops it in one line (clips written so far are kept, and the same
+    command resumes from them); the generated clips that ``keep_clips`` does not keep are removed
+    once the records are written (never a manual dir's)."""
+    keep = keep_clips(self.builder_config)
+    self._generated_clips_dir = None
+    with workers.stop_on_sigterm(
+        f"building {self.name}/{self.builder_config.name}",
+        "the clips generated so far are kept and the same command resumes from them"):
+      super().download_and_prepare(*args, **kwargs)
+    if self._generated_clips_dir:
+      line = remove_clips(self._generated_clips_dir, keep)
+      if line:
+        logging.info("%s", line)
+
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
     manual = getattr(dl_manager, "_manual_dir", None)
@@ -205,6 +251,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       clips_dir = os.path.join(dl_manager.download_dir, "asmp_synthetic_clips",
                                f"{cfg.name}-{self.VERSION}")
       self._generate_clips(clips_dir)
+      self._generated_clips_dir = clips_dir
     return {split: self._generate_examples(os.path.join(clips_dir, sub), split)
             for split, sub in SPLITS.items()}
 
@@ -240,7 +287,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                              window_frames=gcfg.window_frames, num_samples=ns,
                              auditory_ids=auditory_ids)
     skipped, kept = [], 0
-    for clip_id, ex, err in _map(work, jsons, cfg.workers):
+    for clip_id, ex, err in workers.imap(work, jsons, cfg.workers, chunksize=2):
       if err is not None:
         logging.warning("Skipping synthetic clip %s: %s", clip_id, err)
         skipped.append({"clip_id": clip_id, "reason": err})
