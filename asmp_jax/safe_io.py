@@ -188,17 +188,23 @@ def load_npz(path: str | os.PathLike, keys: Iterable[str] | None = None
   return out
 
 
-def load_torch_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
+def load_torch_state_dict(path: str | os.PathLike, expected: str | None = None
+                          ) -> Mapping[str, Any]:
   """``torch.load(path, map_location="cpu", weights_only=True)``: tensors, containers and numbers
   only (torch is imported here, on first use).
+
+  Args:
+    path: the ``.pth``/``.pt`` file.
+    expected: what the caller expects, ending the error line (default: a ``torch.save``'d
+      state dict of tensors, containers and numbers).
 
   Raises:
     FileNotFoundError: no such file.
     SafeLoadError: PyTorch is missing, or the file is not a state dict readable as weights only.
   """
   path = os.fspath(path)
-  expected = ("expected a file written by torch.save(model.state_dict()) holding tensors, "
-              "containers and numbers only")
+  expected = expected or ("expected a file written by torch.save(model.state_dict()) holding "
+                          "tensors, containers and numbers only")
   if not os.path.isfile(path):
     raise FileNotFoundError(2, "No such file", path)
   try:

@@ -23,6 +23,7 @@ import hashlib
 import os
 from typing import Any, Callable, Mapping
 
+from asmp_jax import safe_io
 from asmp_jax.graph import providers as graph_providers
 
 
@@ -67,11 +68,9 @@ def load_state_dict(path: str, expected: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise WeightsError(f"{path}: weight file not found ({fmt})")
   try:
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  # torch raises many types for bad files
-    msg = " ".join(str(e).split())[:200]
-    raise WeightsError(f"{path}: unreadable or unsafe weight file ({type(e).__name__}: {msg}); "
-                       f"{fmt}") from e
+    sd = safe_io.load_torch_state_dict(path, expected=fmt)
+  except safe_io.SafeLoadError as e:
+    raise WeightsError(f"{path}: unreadable or unsafe weight file: {e.reason}") from e
   if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
     sd = sd["state_dict"]
   if (not isinstance(sd, Mapping) or not sd
