@@ -8,7 +8,7 @@ tolerances (float32 rounding of our side):
   * the eq. 4 loss and its four terms: relative difference <= 1e-5;
   * every gradient tensor: ||g_flax - g_twin|| <= 2e-3 ||g_twin|| + 1e-6 (measured worst 4e-4;
     the +1e-6 covers the conv biases before BatchNorm, whose exact gradient is zero).
-Needs torch (``pip install -e .[test,bench]``: ``torch==2.13.0``, the CPU build).
+Needs torch (``pip install -e .[test,bench]``: ``torch==2.14.1``).
 """
 import pathlib
 import sys
