@@ -215,8 +215,8 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
         measure_motion: bool = False, picture_window: int | None = None,
         wav_subtype: str = "PCM_16", overwrite: bool = False,
         detector_weights: str | None = None, depth_weights: str | None = None,
-        flow_weights: str | None = None, detector_score_threshold: float = 0.5
-        ) -> dict[str, Any]:
+        flow_weights: str | None = None, detector_score_threshold: float = 0.5,
+        detector_min_size: int = 800) -> dict[str, Any]:
   """The command: checks inputs, restores, separates, writes the outputs; returns the summary."""
   # Imported here so that --help and argument errors stay fast.
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
@@ -232,7 +232,8 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
   from asmp_jax import vision  # pylint: disable=g-import-not-at-top
   # Weight files are checked in full before any video is decoded.
   learned = vision.VisionProviders.load(detector_weights, depth_weights, flow_weights,
-                                        detector_score_threshold=detector_score_threshold)
+                                        detector_score_threshold=detector_score_threshold,
+                                        detector_min_size=detector_min_size)
   inference.check_video(video)  # cheap input checks first: a bad file fails in one line
   audio_from = inference.load_mixture(video, audio)[2]  # unreadable audio fails before the restore
   separator = inference.Separator.from_checkpoint(workdir, step, batch_size=batch_size,
@@ -277,14 +278,8 @@ def define_flags() -> None:
                       "proposals.")
   flags.DEFINE_string("depth", None, "Depth file (.npy/.npz); default: flat depth.")
   flags.DEFINE_string("flow", None, "Optical-flow file (.npy/.npz); default: OpenCV DIS.")
-  flags.DEFINE_string("detector_weights", None, "torchvision fasterrcnn_resnet50_fpn(_v2) "
-                      "state_dict .pth: the learned detector (README, 'Your own video with "
-                      "learned vision').")
-  flags.DEFINE_string("depth_weights", None, "transformers DPTForDepthEstimation save_pretrained "
-                      "directory (safetensors): learned pseudo-depth.")
-  flags.DEFINE_string("flow_weights", None, "torchvision raft_small/raft_large state_dict .pth: "
-                      "learned flow (implies --measure_motion).")
-  flags.DEFINE_float("detector_score_threshold", 0.5, "Detections scoring below are dropped.")
+  from asmp_jax.vision import cli as vision_cli  # pylint: disable=g-import-not-at-top
+  vision_cli.define_flags()  # --detector_weights, --depth_weights, --flow_weights, ...
   flags.DEFINE_string("out_dir", None, "Output directory (created; must not exist or be empty "
                       "unless --overwrite).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -327,14 +322,13 @@ def main(argv) -> int:
           file=sys.stderr)
     return 2
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from asmp_jax.vision import cli as vision_cli  # pylint: disable=g-import-not-at-top
   try:
     run(f.workdir, f.video, f.out_dir, audio=f.audio, detections=f.detections, depth=f.depth,
         flow=f.flow, step=f.step, num_sources=f.num_sources,
         feature_extractor=f.feature_extractor, batch_size=f.batch_size, hop_s=f.hop_s,
         measure_motion=f.measure_motion, picture_window=f.picture_window,
-        wav_subtype=f.wav_subtype, overwrite=f.overwrite,
-        detector_weights=f.detector_weights, depth_weights=f.depth_weights,
-        flow_weights=f.flow_weights, detector_score_threshold=f.detector_score_threshold)
+        wav_subtype=f.wav_subtype, overwrite=f.overwrite, **vision_cli.flag_values())
   except expected_errors() as e:  # pylint: disable=catching-non-exception
     print(error_line(e), file=sys.stderr)
     return 1

@@ -43,9 +43,12 @@ class VisionProviders:
   @classmethod
   def load(cls, detector_weights: str | None = None, depth_weights: str | None = None,
            flow_weights: str | None = None, *, detector_score_threshold: float = 0.5,
-           batch_size: int = 4, device: str | None = None,
+           batch_size: int = 4, device: str | None = None, detector_min_size: int = 800,
            detector_kwargs: dict[str, Any] | None = None) -> "VisionProviders":
     """Loads the providers whose weights are given (each checked in full before returning).
+
+    ``detector_min_size``: the detector's input resizing, shorter side to this many pixels and
+    longer side at most ``1333 / 800`` times that (torchvision's defaults 800 / 1333).
 
     Raises:
       weights.WeightsError: a missing, unreadable, unsafe or wrong-architecture weight file,
@@ -59,6 +62,7 @@ class VisionProviders:
     if detector_weights:
       out.detector = detector.FasterRCNNDetector(
           detector_weights, detector_score_threshold, batch_size, device=device,
+          min_size=int(detector_min_size), max_size=int(round(detector_min_size * 1333 / 800)),
           **(detector_kwargs or {}))
     if depth_weights:
       out.depth = depth.DPTDepth(depth_weights, batch_size, device=device)
