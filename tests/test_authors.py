@@ -231,3 +231,56 @@ def test_existing_workdir_is_refused(tmp_path):
   (tmp_path / "run").mkdir()
   with pytest.raises(convert_authors.ConversionError, match="already exists"):
     convert_authors.convert(str(tmp_path / "none"), str(tmp_path / "run"))
+
+
+def test_resnet_keys_are_torchvisions():
+  """The helper's ResNet-18 has the keys and shapes of the public wrapper around torchvision's."""
+  torchvision = pytest.importorskip("torchvision")
+  body = torchvision.models.resnet18()
+  wrapper = torch.nn.Module()
+  wrapper.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+  wrapper.feature_extraction = torch.nn.Sequential(wrapper.conv1, *list(body.children())[1:-2])
+  wrapper.fc = torch.nn.Linear(512, 28)
+  want = {k: tuple(v.shape) for k, v in wrapper.state_dict().items()}
+  got = {k: tuple(v.shape) for k, v in authors_torch.Resnet18(28).state_dict().items()}
+  assert got == want
+
+
+@pytest.mark.slow
+def test_full_size_release(tmp_path):
+  """The released sizes (2048-d nodes, ngf 64, ResNet-18 width 64, 15 classes, 28 directions) at
+  a 256 x 256 spectrogram, one video."""
+  torch.manual_seed(1)
+  net = authors_torch.Release().eval()
+  with torch.no_grad():
+    net.randomize_statistics(torch.Generator().manual_seed(2))
+  net.save(str(tmp_path / "rel"))
+  convert_authors.convert(str(tmp_path / "rel"), str(tmp_path / "run"))
+  config = train.load_saved_config(str(tmp_path / "run"))
+  m = config.model
+  assert (m.node_feature_dim, m.node_hidden, m.embed_dim, m.gat_heads, m.gat_head_dim,
+          m.edgeconv_dim, m.unet_width_mult, m.cls_width, m.num_classes,
+          m.num_direction_classes) == (2048, 1024, 512, 4, 64, 256, 1.0, 64, 15, 28)
+  variables, _ = inference.restore_variables(str(tmp_path / "run"), config)
+  model = asmp_model.create_model(config.model)
+  rng = np.random.default_rng(1)
+  n = 3
+  pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+  sym = rng.uniform(0.1, 1.0, size=(n, n)).astype(np.float32)
+  sym = (sym + sym.T) / 2
+  batch = {"node_features": rng.normal(size=(1, 1, n, 2048)).astype(np.float32),
+           "node_mask": np.ones((1, 1, n), bool), "node_type": np.zeros((1, 1, n), np.int32),
+           "senders": np.array([[[i for i, _ in pairs]]], np.int32),
+           "receivers": np.array([[[j for _, j in pairs]]], np.int32),
+           "edge_weight": np.array([[[sym[i, j] for i, j in pairs]]], np.float32),
+           "edge_mask": np.ones((1, 1, len(pairs)), bool), "source_mask": np.ones((1, 1, 3), bool),
+           "mix_log_mag": rng.normal(-2.0, 1.0, size=(1, 256, 256)).astype(np.float32)}
+  out = jax.jit(lambda v, b: model.apply(v, b, train=False))(variables, batch)
+  graph = _torch_graph(batch, sym, 0)
+  with torch.no_grad():
+    emb = net.embedding(*graph)
+    mask, logits, dirs = net(torch.from_numpy(batch["mix_log_mag"])[:, None], *graph, 5)
+  np.testing.assert_allclose(out["embeddings"][0, 0, 0], emb[0].numpy(), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(out["masks"][0, 0, 0], mask[0, 0].numpy(), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(out["cons_logits"][0, 0, 0], logits[0].numpy(), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(out["dir_logits"][0, 0, 0, 5], dirs[0].numpy(), rtol=RTOL, atol=ATOL)
