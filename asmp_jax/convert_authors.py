@@ -302,6 +302,7 @@ def _authors_config(config, sizes: dict[str, Any], has_direction: bool, has_clas
       m.num_classes = DEFAULT_NUM_CLASSES
     if "num_direction_classes" not in sizes:
       m.num_direction_classes = DEFAULT_NUM_DIRECTIONS
+    m.cls_blocks = (2, 2, 2, 2)   # ResNet-18
     m.graph_mode = authors.GRAPH_MODE
     m.sep_log_eps = authors.SEP_LOG_EPS
     m.unet_first_layer_norm = True

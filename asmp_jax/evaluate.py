@@ -402,6 +402,10 @@ def main(argv=None) -> None:
   parser.add_argument("--window_hop_s", type=float, default=None,
                       help="sliding-window hop in seconds (default: the run's "
                       "config.eval.window_hop_s; the public code's is 0.05)")
+  parser.add_argument("--paper_pairs", default=None,
+                      help="folder holding the authors' Onlysep_Pairlist.pickle and "
+                      "DirPred_PairList.pickle: score those pairs with the paper's protocol "
+                      "(asmp_jax.paper_protocol) instead of seeded pairs")
   args = parser.parse_args(argv)
   # An import may have configured logging already: reset it, keep other libraries' INFO
   # records (Orbax's) out, and show this module's progress.
@@ -409,6 +413,15 @@ def main(argv=None) -> None:
                       force=True)
   _LOG.setLevel(logging.INFO)
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
+  if args.paper_pairs:
+    from asmp_jax import paper_protocol  # pylint: disable=g-import-not-at-top
+    try:
+      r = paper_protocol.evaluate_checkpoint(args.workdir, args.paper_pairs, args.split,
+                                             args.step, args.window_hop_s or paper_protocol.HOP_S)
+    except (ValueError, inference.InferenceError) as e:
+      raise SystemExit(f"error: {e}") from None
+    print(paper_protocol.summary_line(args.workdir, r))
+    return
   try:
     r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step,
                             args.window_hop_s)
