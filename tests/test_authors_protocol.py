@@ -125,11 +125,9 @@ def test_paper_protocol_on_a_converted_release(tiny, tmp_path, capsys):
                               res_width=8, num_classes=config.model.num_classes, num_dir=28)
   net.eval().save(str(tmp_path / "rel"))
   run = tmp_path / "run"
-  convert_authors.convert(str(tmp_path / "rel"), str(run),
-                          os.path.join(REPO, "configs", "synthetic_tiny.py"))
-  saved = json.loads((run / "config.json").read_text())
-  saved["data"]["data_dir"] = config.data.data_dir
-  (run / "config.json").write_text(json.dumps(saved))
+  convert_authors.main([f"--checkpoint_dir={tmp_path / 'rel'}", f"--workdir={run}",
+                        f"--config={os.path.join(REPO, 'configs', 'synthetic_tiny.py')}",
+                        f"--data_dir={config.data.data_dir}"])
   ids = [str(source[i]["clip_id"]) for i in range(3)]
   cls = [int(np.max(source[i]["source_class"])) for i in range(3)]
   _write(tmp_path / paper_protocol.SEPARATION_PAIRS,
