@@ -248,3 +248,46 @@ def test_vision_providers_bundle_records_names_and_hashes(weights):
   assert rec["depth"]["sha256"] == weights_lib.sha256_file(
       os.path.join(weights["depth"], "model.safetensors"))
   assert graph_providers.is_frame_model(both.depth) and graph_providers.is_frame_model(both.flow)
+
+
+class _StubDetector:
+  """Stands in for the detector: fixed detections with COCO class ids."""
+  name, path, score_threshold, feature_dim = "stub", "stub.pth", 0.5, 2048
+
+  def __init__(self, dets):
+    self.dets = dets
+    self.class_names = detector_lib.default_class_names(91)
+
+  def detect(self, frames, label=""):
+    del frames, label
+    return self.dets
+
+  def record(self):
+    return {"name": self.name}
+
+
+def test_learned_detections_fallbacks_are_logged_and_unknown_classes_become_candidates():
+  from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top
+  names = detector_lib.default_class_names(91)
+  synthetic = ["violin", "flute", "bell", "car", "bird", "drum", "siren", "clock", "bee",
+               "person", "table", "plant", "lamp"]
+  aud = np.arange(9)
+  empty = graph_providers.Detections(np.zeros(0), np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+  dets, ids, _, _, warns = separation.learned_detections(_StubDetector(empty), None, synthetic,
+                                                         aud)
+  assert len(dets) == 0 and list(ids) == list(aud)
+  assert len(warns) == 1 and "found no object above score 0.5" in warns[0]
+  # Only classes the checkpoint does not know: the best-scoring ones become the sources.
+  kite, dog, person = names.index("kite"), names.index("dog"), names.index("person")
+  some = graph_providers.Detections([0, 1, 1, 2], np.ones((4, 4)), [kite, dog, dog, person],
+                                    [0.9, 0.6, 0.6, 0.99])
+  dets, ids, got, used, warns = separation.learned_detections(_StubDetector(some), None,
+                                                              synthetic, aud)
+  assert list(ids) == [13 + dog, 13 + kite]  # summed scores 1.2 and 0.9; person is context
+  assert used["auditory_candidates"] == ["detector: dog", "detector: kite"]
+  assert "detector: dog" in warns[0] and got[9] == "person"
+  # A known auditory class present: the checkpoint's own ids, no warning.
+  car = graph_providers.Detections([0], np.ones((1, 4)), [names.index("car")], [0.8])
+  dets, ids, _, used, warns = separation.learned_detections(_StubDetector(car), None, synthetic,
+                                                            aud)
+  assert dets.label.tolist() == [3] and list(ids) == list(aud) and not warns

@@ -27,7 +27,7 @@ class Progress:
       self.stream.flush()
       return
     tenth = self.done * 10 // self.total
-    if tenth != self._last_tenth and (tenth > self._last_tenth):
+    if tenth > self._last_tenth:
       self._last_tenth = tenth
       self.stream.write(line + "\n")
       self.stream.flush()

@@ -38,7 +38,7 @@ def learned_detections(detector, frames: np.ndarray, dataset_names: list[str],
   Returns:
     (detections with checkpoint class ids, auditory ids to use, names by id, provider record(s)
     for the summary, warnings). When no detection has an auditory class, the ``max_candidates``
-    detector classes with the largest summed score become the auditory candidates (named
+    unmapped detector classes with the largest summed score become the auditory candidates (named
     "detector: <label>"; the record then holds ``auditory_candidates``); when the detector finds
     nothing at all, the warning says so and the graphs hold the background node only.
   """
@@ -51,8 +51,9 @@ def learned_detections(detector, frames: np.ndarray, dataset_names: list[str],
                  f"{detector.score_threshold:g} in any frame: the graphs hold the background node "
                  "only (lower --detector_score_threshold to keep weaker detections)")
     return dets, np.asarray(auditory_ids, np.int32), names, used, warns
-  if not np.isin(dets.label, auditory_ids).any():
-    totals = {int(c): float(dets.score[dets.label == c].sum()) for c in np.unique(dets.label)}
+  unknown = np.unique(dets.label[dets.label >= len(dataset_names)])
+  if not np.isin(dets.label, auditory_ids).any() and len(unknown):
+    totals = {int(c): float(dets.score[dets.label == c].sum()) for c in unknown}
     ranked = sorted(totals, key=lambda c: -totals[c])[:max_candidates]
     used["auditory_candidates"] = [names[c] for c in ranked]
     warns.append("no detection of a class the checkpoint knows: the best-scoring detector "
