@@ -53,6 +53,7 @@ from asmp_jax import evaluate
 from asmp_jax import input_pipeline
 from asmp_jax import media
 from asmp_jax import preprocess
+from asmp_jax import safe_io
 from asmp_jax import train
 from asmp_jax.graph import build as graph_build
 from asmp_jax.graph import features as graph_features
@@ -233,10 +234,11 @@ def _load_array(value, key: str) -> np.ndarray | None:
   if not os.path.exists(path):
     raise graph_providers.ProviderError(f"{path}: {key} file not found")
   try:
-    arr = np.load(path, mmap_mode="r") if path.endswith(".npy") else np.load(path)
-  except (OSError, ValueError) as e:
-    raise graph_providers.ProviderError(f"{path}: not a readable .npy/.npz {key} file ({e})") from e
-  if isinstance(arr, np.lib.npyio.NpzFile):
+    arr = safe_io.np_load(path, mmap_mode="r" if path.endswith(".npy") else None)
+  except safe_io.SafeLoadError as e:
+    raise graph_providers.ProviderError(f"{path}: not a readable .npy/.npz {key} file "
+                                        f"({e.reason})") from e
+  if isinstance(arr, dict):
     if key not in arr:
       raise graph_providers.ProviderError(f"{path}: expected an array named {key!r}, found "
                                           f"{sorted(arr.keys())}")

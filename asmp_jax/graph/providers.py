@@ -40,6 +40,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from asmp_jax import safe_io
+
 
 class ProviderError(ValueError):
   """A provider's input file is missing or not in the documented format."""
@@ -198,10 +200,10 @@ def _load_array(path: str, key: str) -> np.ndarray:
   if not os.path.exists(path):
     raise ProviderError(f"{path}: {key} file not found")
   try:
-    arr = np.load(path)
-  except (OSError, ValueError) as e:
-    raise ProviderError(f"{path}: not a readable .npy/.npz {key} file ({e})") from e
-  if isinstance(arr, np.lib.npyio.NpzFile):
+    arr = safe_io.np_load(path)
+  except safe_io.SafeLoadError as e:
+    raise ProviderError(f"{path}: not a readable .npy/.npz {key} file ({e.reason})") from e
+  if isinstance(arr, dict):
     if key not in arr:
       raise ProviderError(f"{path}: expected an array named {key!r}, found {sorted(arr.keys())}")
     arr = arr[key]
