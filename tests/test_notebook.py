@@ -18,19 +18,25 @@ def test_committed_notebook_has_no_outputs():
   assert "WORKDIR" in code[1].source and "VIDEO" in code[1].source
 
 
-@pytest.mark.slow
-def test_notebook_restores_separates_plays_and_shows(trained_tiny_workdir, monkeypatch):
-  workdir, stem, _ = trained_tiny_workdir
+def _run_notebook(monkeypatch, workdir, stem):
+  """Executes the notebook headless on ``<stem>.mp4`` (sound from ``<stem>.wav``: the synthetic
+  mp4s carry no sound); returns (outputs, the printed text) and checks no cell failed."""
   monkeypatch.setenv("ASMP_WORKDIR", workdir)
   monkeypatch.setenv("ASMP_VIDEO", stem + ".mp4")
-  monkeypatch.setenv("ASMP_AUDIO", stem + ".wav")  # the synthetic mp4s carry no sound
+  monkeypatch.setenv("ASMP_AUDIO", stem + ".wav")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   nb = nbformat.read(NOTEBOOK, as_version=4)
   nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                           resources={"metadata": {"path": REPO}}).execute()
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
-  text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+  return outputs, "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+@pytest.mark.slow
+def test_notebook_restores_separates_plays_and_shows(trained_tiny_workdir, monkeypatch):
+  workdir, stem, _ = trained_tiny_workdir
+  outputs, text = _run_notebook(monkeypatch, workdir, stem)
   assert f"restored step 2 of {workdir}" in text
   assert "background: sounds like" in text
   html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
@@ -96,15 +102,6 @@ def test_notebook_restores_a_converted_release(tiny_data_dir, tmp_path, monkeypa
                         f"--data_dir={tiny_data_dir}"])
   stem = os.path.splitext(sorted(glob.glob(os.path.join(
       tiny_data_dir, "downloads", "asmp_synthetic_clips", "tiny-*", "test", "test_00000.mp4")))[-1])[0]
-  monkeypatch.setenv("ASMP_WORKDIR", run)
-  monkeypatch.setenv("ASMP_VIDEO", stem + ".mp4")
-  monkeypatch.setenv("ASMP_AUDIO", stem + ".wav")
-  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  nb = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                          resources={"metadata": {"path": REPO}}).execute()
-  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-  assert not [o for o in outputs if o.output_type == "error"]
-  text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+  _, text = _run_notebook(monkeypatch, run, stem)
   assert f"restored step 0 of {run}" in text
   assert "background: sounds like" in text
