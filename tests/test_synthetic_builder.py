@@ -192,3 +192,31 @@ def test_a_build_removes_its_training_clips_but_never_a_manual_dirs(tmp_path, mo
   other.download_and_prepare(file_format="array_record",
                              download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   assert sorted(os.listdir(manual / "train")) == before
+
+
+def test_sigterm_stops_the_build_in_one_line(tmp_path):
+  """`python -m asmp_jax.datasets` (what launch.py runs first) stopped while generating: one
+  line, status 143, no worker tracebacks; the clips written so far stay for the rerun."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen([sys.executable, "-m", "asmp_jax.datasets",
+                           "--config=configs/synthetic_tiny.py",
+                           f"--config.data.data_dir={tmp_path}"], cwd=REPO, text=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  seen = []
+  for line in proc.stderr:
+    seen.append(line)
+    if "train: 1/8 clips" in line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  err = "".join(seen) + proc.stderr.read()  # EOF once the workers are gone too
+  assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err[-3000:]
+  assert "Traceback" not in err and "leaked" not in err, err[-3000:]
+  stops = [l for l in err.splitlines() if "Stopped by SIGTERM" in l]
+  assert len(stops) == 1 and stops[0].endswith(
+      "while building asmp_synthetic/tiny; the clips generated so far are kept and the same "
+      "command resumes from them"), stops
+  train = tmp_path / "downloads" / "asmp_synthetic_clips" / "tiny-1.1.0" / "train"
+  assert any(f.endswith(".json") for f in os.listdir(train))
