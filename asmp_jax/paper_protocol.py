@@ -31,10 +31,10 @@ What comes from this project's data (the public scripts read their own files): e
 conditioned on our scene graph of the window it starts in (separation) or of the listed window
 (direction); the direction labels are our labels of that source and window (``dir28`` or
 ``dir10``, whichever the model predicts); class ids are the data set's class indices
-(``asmp_data/asiw/classes.tsv``). A video's separated sound is its first slot's mask for the
-released networks (``graph_mode="authors"``: the test scripts condition the U-Net on the first
-GRU step only) and the sum of its valid slots' masks otherwise; the direction of a video is its
-first slot's for the released networks, otherwise the auditory slot whose consistency classifier
+(``asmp_data/asiw/classes.tsv``). A video's separated sound is the mask of its slot that holds
+the first GRU step (its first valid slot) for the released networks (``graph_mode="authors"``:
+the test scripts condition the U-Net on the first GRU step only) and the sum of its valid slots'
+masks otherwise; the direction of a video is that slot's for the released networks, otherwise the auditory slot whose consistency classifier
 gives the listed class the highest probability. A pair whose clip is not in the split is skipped
 and counted.
 """
@@ -146,12 +146,15 @@ def separation_fn(model):
     mb["mix_log_mag"] = jnp.log(audio_lib.log_freq_warp(jnp.abs(mix_spec)) + 1e-10)
     out = model.apply(variables, mb, train=False)
     masks = audio_lib.log_freq_unwarp(out["masks"])                        # [N, U, S, F, T]
+    # The slot that received the first GRU step (`assign_steps_to_slots`): the first valid one.
+    first_slot = jnp.argmax(batch["source_mask"], axis=-1)                 # [N, U]
     if first:
-      video = masks[:, :, 0]
+      video = jnp.take_along_axis(masks, first_slot[:, :, None, None, None], axis=2)[:, :, 0]
     else:
       video = jnp.sum(masks * batch["source_mask"][..., None, None], axis=2)
     est = audio_lib.masks_to_waveforms(video, mix_spec, wav.shape[-1])
-    return {"estimate": est, "cons_logits": out["cons_logits"], "dir_logits": out["dir_logits"]}
+    return {"estimate": est, "cons_logits": out["cons_logits"], "dir_logits": out["dir_logits"],
+            "first_slot": first_slot}
 
   return fn
 
@@ -227,6 +230,7 @@ def direction_pair(fn, variables, exs, pair: Pair, cfg, first: bool
     rel.append(w - k)
   out = _run(fn, variables, [_element(exs, pair.windows, np.stack(audio), cfg)], 1)
   logits, cons = out["dir_logits"][0], out["cons_logits"][0]     # [U, S, Wd, D], [U, S, K]
+  first_slot = out["first_slot"][0]                                # [U]
   results = []
   for u, (e, w, c) in enumerate(zip(exs, pair.windows, pair.classes)):
     a = _source_of_class(e, c)
@@ -235,7 +239,7 @@ def direction_pair(fn, variables, exs, pair: Pair, cfg, first: bool
       results.append(None)
       continue
     if first:
-      slot = 0
+      slot = int(first_slot[u])
     else:
       logp = cons[u, :-1] - np.logaddexp.reduce(cons[u, :-1], axis=-1, keepdims=True)
       slot = int(np.argmax(logp[:, c]))

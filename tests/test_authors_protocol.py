@@ -142,3 +142,34 @@ def test_paper_protocol_on_a_converted_release(tiny, tmp_path, capsys):
   assert np.isfinite(r["sdr"]) and len(r["per_pair"]) == 1
   assert r["direction_count"] + r["direction_missing"] == 2
   assert "direction_accuracy_28" in r
+
+
+def test_released_networks_are_read_from_the_slot_of_the_first_gru_step():
+  """The video's estimate is the mask of its first valid slot (it holds GRU step 0), not slot 0,
+  for graph_mode "authors"; the sum of the valid slots' masks for the other modes."""
+  import types  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  class Stub:
+    def __init__(self, mode):
+      self.spec = types.SimpleNamespace(graph_mode=mode)
+
+    def apply(self, variables, batch, train):
+      n, u, s = batch["source_mask"].shape
+      level = (jnp.arange(s, dtype=jnp.float32) + 1) / 10          # slot k: mask (k + 1) / 10
+      masks = jnp.broadcast_to(level[None, None, :, None, None], (n, u, s, 256, 256))
+      return {"masks": masks, "cons_logits": jnp.zeros((n, u, s, 3)),
+              "dir_logits": jnp.zeros((n, u, s, 6, 28))}
+
+  rng = np.random.default_rng(0)
+  audio = rng.uniform(-0.5, 0.5, size=(1, 2, 65535)).astype(np.float32)
+  batch = {"audio": audio, "source_mask": np.array([[[False, True, True], [True, True, True]]])}
+  mix = audio.mean(axis=1)[0]
+  mid = slice(2000, -2000)  # away from the crop's edges
+  out = paper_protocol.separation_fn(Stub("authors"))(None, batch)
+  np.testing.assert_array_equal(out["first_slot"], [[1, 0]])
+  np.testing.assert_allclose(out["estimate"][0, 0, mid], 0.2 * mix[mid], atol=1e-4)
+  np.testing.assert_allclose(out["estimate"][0, 1, mid], 0.1 * mix[mid], atol=1e-4)
+  out = paper_protocol.separation_fn(Stub("asmp"))(None, batch)
+  np.testing.assert_allclose(out["estimate"][0, 0, mid], 0.5 * mix[mid], atol=1e-4)
+  np.testing.assert_allclose(out["estimate"][0, 1, mid], 0.6 * mix[mid], atol=1e-4)
