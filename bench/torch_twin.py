@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asmp_jax import audio as audio_lib
+from asmp_jax.models import conditioners
 from asmp_jax.models.asmp import ModelSpec, spec_from_config
 from asmp_jax.models.unet import unet_widths
 
@@ -327,7 +328,7 @@ class GraphEncoderTwin(nn.Module):
     self.node_mlp = NodeMLPTwin(spec.node_feature_dim, spec.node_hidden, spec.embed_dim)
     self.gat = GATTwin(spec.embed_dim, spec.gat_heads, spec.gat_head_dim)
     self.edgeconv = EdgeConvTwin(spec.gat_heads * spec.gat_head_dim, spec.edgeconv_dim)
-    self.equal_weights = spec.graph_mode == "equal"
+    self.equal_weights = conditioners.get(spec.graph_mode).options.get("equal_weights", False)
 
   def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
     feats = batch["node_features"]
@@ -387,17 +388,24 @@ def assign_steps_to_slots(steps: Tensor, source_mask: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- the model
 
 
+def _twinned(entry: conditioners.Conditioner) -> bool:
+  return (entry.module is conditioners.GraphConditioner
+          and not entry.options.get("multiscale", False))
+
+
 class ASMPTwin(nn.Module):
   """The full model; ``forward(batch)`` returns the keys of `asmp_jax.models.asmp.ASMP`.
 
-  Only ``graph_mode`` ``"asmp"`` / ``"equal"`` are twinned (the configurations benchmarked).
+  Only the single-scale scene-graph conditioners (``graph_mode`` ``"asmp"`` / ``"equal"``: the
+  configurations benchmarked) are twinned.
   """
 
   def __init__(self, model_config: Any, encoder_once: bool = False):
     super().__init__()
     sp = spec_from_config(model_config)
-    if sp.graph_mode not in ("asmp", "equal"):
-      raise ValueError(f"ASMPTwin: graph_mode {sp.graph_mode!r} is not twinned (asmp, equal)")
+    if not _twinned(conditioners.get(sp.graph_mode)):
+      twinned = [n for n in conditioners.names() if _twinned(conditioners.get(n))]
+      raise ValueError(f"ASMPTwin: graph_mode {sp.graph_mode!r} is not twinned {twinned}")
     self.spec = sp
     self.graph_encoder = GraphEncoderTwin(sp)
     self.slot_gru = SlotGRUTwin(2 * sp.edgeconv_dim, sp.embed_dim, sp.num_slots)

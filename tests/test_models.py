@@ -1,4 +1,7 @@
 """Tests for the ASMP model (asmp_jax.models) on a tiny configuration."""
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 
 from asmp_jax import losses, models
-from asmp_jax.models import asmp, graph_encoder, unet
+from asmp_jax.models import asmp, conditioners, graph_encoder, inputs, unet
 
 NN, F, H = 6, 12, 128
 TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
@@ -346,6 +349,66 @@ def test_one_model_separates_any_number_of_videos(train_step_result):
                              np.asarray(both["dir_logits"][:, 0]), rtol=1e-5, atol=1e-5)
   # A config written when the model had a num_videos setting builds the same model.
   assert models.create_model(dict(TINY, num_videos=2)).spec == model.spec
+
+
+@pytest.mark.parametrize("mode", conditioners.names())
+def test_each_conditioner_reads_exactly_the_batch_keys_it_declares(mode):
+  """Every registered graph_mode declares model inputs; a batch of exactly those keys (what
+  batch_shapes gives) builds and runs the model, and leaving out any of them is refused by name."""
+  entry = conditioners.get(mode)
+  assert entry.batch_keys and set(entry.batch_keys) <= set(inputs.ALL_DTYPES), mode
+  cfg = dict(TINY, graph_mode=mode)
+  model = models.create_model(cfg)
+  shapes = models.batch_shapes(cfg, 2, NN, 30, spec_shape=(H, H), videos=2)
+  assert set(shapes) == set(inputs.BASE_DTYPES) | set(entry.batch_keys)
+  variables = jax.eval_shape(lambda r: models.init_variables(model, r, shapes), jax.random.key(0))
+  out = jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables, shapes)
+  assert out["embeddings"].shape == (2, 2, 3, 16)
+  if entry.model is not None:  # a whole model of its own (the public code's networks)
+    return
+  for key in entry.batch_keys:
+    with pytest.raises(ValueError, match=f"graph_mode {mode!r} reads batch\\['{key}'\\]"):
+      jax.eval_shape(lambda v, b: model.apply(v, b, train=False), variables,
+                     {k: v for k, v in shapes.items() if k != key})
+
+
+class _Mean(nn.Module):
+  """A toy conditioner: every slot gets the mean of the video's node features, projected."""
+  spec: object
+  scale: float = 1.0
+
+  def setup(self):
+    self.proj = nn.Dense(self.spec.embed_dim)
+
+  def __call__(self, batch):
+    mean = jnp.mean(batch["node_features"], axis=-2)                      # [B, U, F]
+    emb = jnp.broadcast_to(self.proj(mean * self.scale)[:, :, None],
+                           batch["source_mask"].shape + (self.spec.embed_dim,))
+    return {"embeddings": emb}
+
+
+def test_a_new_conditioner_is_one_register_call(monkeypatch):
+  monkeypatch.setattr(conditioners, "_REGISTRY", dict(conditioners._REGISTRY))
+  entry = conditioners.register("mean", _Mean, ("node_features",), scale=2.0)
+  assert conditioners.get("mean") is entry and "mean" in conditioners.names()
+  assert entry.build(models.create_model(TINY).spec).scale == 2.0
+  cfg = dict(TINY, graph_mode="mean")
+  model = models.create_model(cfg)
+  shapes = models.batch_shapes(cfg, 2, NN, 30, spec_shape=(H, H))
+  variables = jax.eval_shape(lambda r: models.init_variables(model, r, shapes), jax.random.key(0))
+  # Its parameters sit at the top of the model's tree, beside the U-Net and the classifiers.
+  assert set(variables["params"]) == {"proj", "unet", "consistency", "direction"}
+  with pytest.raises(ValueError, match="already registered"):
+    conditioners.register("mean", _Mean, ("node_features",))
+  with pytest.raises(ValueError, match=r"\['video_frames'\] that are not model inputs"):
+    conditioners.register("frames", _Mean, ("video_frames",))
+  with pytest.raises(ValueError, match="a conditioner module or a whole model"):
+    conditioners.register("both", _Mean, ("node_features",), model=lambda cfg, sp: None)
+  # A whole model of its own is what create_model returns for its name.
+  as_mean = lambda cfg, sp: models.ASMP(dataclasses.replace(sp, graph_mode="mean"))
+  conditioners.register("whole", None, ("node_features",), model=as_mean)
+  assert models.create_model(dict(TINY, graph_mode="whole")).spec.graph_mode == "mean"
+  assert conditioners.needs_labels("class_label") and not conditioners.needs_labels("mean")
 
 
 def test_config_validation_names_the_key():

@@ -248,3 +248,11 @@ def test_train_step_lowers_the_loss_and_port_errors_are_clear(flax_and_twin):
   wrong = tt.ASMPTwin(dict(TINY, cls_width=8))
   with pytest.raises(ValueError, match="shape"):
     tt.port_flax_variables(wrong, r["variables"])
+
+
+def test_twinned_graph_modes_come_from_the_conditioner_registry():
+  assert tt.ASMPTwin(dict(TINY, graph_mode="equal")).graph_encoder.equal_weights
+  assert not tt.ASMPTwin(TINY).graph_encoder.equal_weights
+  for mode in ("multiscale", "single_node", "no_vision", "class_label"):
+    with pytest.raises(ValueError, match=f"{mode!r} is not twinned \\['asmp', 'equal'\\]"):
+      tt.ASMPTwin(dict(TINY, graph_mode=mode))

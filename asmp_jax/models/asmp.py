@@ -15,35 +15,10 @@ every array, see `BATCH_DTYPES`) to::
 
 Design choices (documented here once):
 
-* GRU (paper: "executed N + 1 steps"): `nn.GRUCell` with ``embed_dim`` hidden units starts from a
-  zero hidden state and receives zeta at every step; it runs ``S`` steps and each output is
-  unit-normalised. With ``compact_slots`` (default) step ``k`` is assigned to the ``k``-th *valid*
-  slot of ``source_mask`` and the remaining steps to the invalid slots, so a video with ``N_u``
-  auditory sources is conditioned on exactly the first ``N_u + 1`` GRU outputs, as in the paper
-  (e.g. ``[True, False, True]``: slot 0 <- step 0, slot 2 (background) <- step 1, slot 1 <- step
-  2).
-  The losses match slots to labels by permutation, so no slot is tied to a particular label.
-* graph_mode (baselines as config variants):
-  - ``"asmp"``: Chamfer-weighted GAT (weight in the attention logit) + EdgeConv (graph_encoder).
-  - ``"equal"`` (AVSGS): same network, every valid edge weight replaced by 1.
-  - ``"multiscale"`` (the paper's multiscale-Chamfer ablation): the stored Chamfer weights are
-    turned into a "forest" of two thresholded graphs (`graph_encoder.multiscale_edge_weights`:
-    edges up to the median normalised distance, and all edges, each with its own RBF scale); the
-    same encoder runs on both and zeta is their mean. Same parameters as ``"asmp"``.
-  - ``"single_node"`` (Co-Separation): no message passing and no GRU; slot ``i < S - 1`` is
-    conditioned on the node-MLP feature of the ``i``-th valid auditory node (``node_type == 0``, in
-    node order) and the last slot on the first valid background node (``node_type == 2``),
-    unit-normalised; a slot with no such node gets the zero vector (its loss terms are masked).
-  - ``"no_vision"`` (control): no visual input at all; zeta is a learned constant vector, so only
-    the GRU step (slot index) differs between conditionings. This is what zeroing the node
-    features amounts to (the encoder output then depends on its biases only), without its
-    degenerate start: with zero features and Flax's zero bias init every embedding would be the
-    zero vector, where the gradient of unit normalisation is ~1/eps (1e6).
-  - ``"class_label"`` (audio-only, class-conditioned baseline): no visual input; each slot is
-    conditioned on a learned, unit-normalised embedding of its ground-truth class label
-    (``batch["class_labels"]``, background included). It needs the labels, so it is an
-    evaluation baseline (how far does knowing *which classes* sound get you without seeing
-    *where* they are), not a model for separating unlabelled videos.
+* Conditioning (``graph_mode``): a registered conditioner (`asmp_jax.models.conditioners`: the
+  ASMP scene-graph encoder + slot GRU, and the baselines as config variants) maps the batch to
+  the unit slot embeddings; it declares the batch keys it reads. The losses match slots to labels
+  by permutation, so no slot is tied to a particular label.
 * The U-Net encodes each mixture once and decodes ``U * S`` conditionings (see unet.py).
 * Invalid slots are computed like valid ones (static shapes) and masked in the losses; they do
   take part in the decoder's and classifiers' BatchNorm statistics.
@@ -71,38 +46,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from asmp_jax.models import conditioners, inputs
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
-from asmp_jax.models.graph_encoder import GraphEncoder, NodeMLP, multiscale_edge_weights
-from asmp_jax.models.layers import l2_normalize, resolve_dtype
+from asmp_jax.models.inputs import BATCH_DTYPES, WINDOW_BATCH_DTYPES
+from asmp_jax.models.layers import resolve_dtype
 from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
 Array = jax.Array
-
-GRAPH_MODES = ("asmp", "equal", "multiscale", "single_node", "no_vision", "class_label",
-               "authors")
-
-# Model inputs and their dtypes.
-BATCH_DTYPES: dict[str, Any] = {
-    "mix_log_mag": jnp.float32,      # [B, H, W]
-    "node_features": jnp.float32,    # [B, U, Nn, F]
-    "node_mask": jnp.bool_,          # [B, U, Nn]
-    "node_type": jnp.int32,          # [B, U, Nn]  0 auditory, 1 context, 2 background
-    "senders": jnp.int32,            # [B, U, Ne]
-    "receivers": jnp.int32,          # [B, U, Ne]
-    "edge_weight": jnp.float32,      # [B, U, Ne]
-    "edge_mask": jnp.bool_,          # [B, U, Ne]
-    "source_mask": jnp.bool_,        # [B, U, S]
-}
-# Each direction window's own scene graph (only with config.model.dir_window_graphs); the
-# senders/receivers and source_mask above serve every window.
-WINDOW_BATCH_DTYPES: dict[str, Any] = {
-    "window_node_features": jnp.float32,  # [B, U, Wd, Nn, F]
-    "window_node_mask": jnp.bool_,        # [B, U, Wd, Nn]
-    "window_node_type": jnp.int32,        # [B, U, Wd, Nn]
-    "window_edge_weight": jnp.float32,    # [B, U, Wd, Ne]
-    "window_edge_mask": jnp.bool_,        # [B, U, Wd, Ne]
-}
-_ALL_DTYPES = {**BATCH_DTYPES, **WINDOW_BATCH_DTYPES}
 
 _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads", "gat_head_dim",
                       "edgeconv_dim", "num_slots", "num_classes",
@@ -188,9 +138,7 @@ def spec_from_config(model_config: Any) -> ModelSpec:
   if not blocks or min(blocks) < 1:
     raise ValueError(f"config.model.cls_blocks must be positive ints, got {blocks}")
   values["cls_blocks"] = blocks
-  if values["graph_mode"] not in GRAPH_MODES:
-    raise ValueError(f"config.model.graph_mode must be one of {GRAPH_MODES}, got "
-                     f"{values['graph_mode']!r}")
+  conditioners.get(values["graph_mode"])  # raises naming config.model.graph_mode
   resolve_dtype(values["dtype"])  # raises naming config.model.dtype
   if values.get("unet_norm", "batch") not in UNET_NORMS:
     raise ValueError(f"config.model.unet_norm must be one of {UNET_NORMS}, got "
@@ -209,101 +157,43 @@ def spec_from_config(model_config: Any) -> ModelSpec:
   return ModelSpec(**values)
 
 
-def assign_steps_to_slots(steps: Array, source_mask: Array) -> Array:
-  """Puts GRU step ``k`` in the ``k``-th valid slot, the remaining steps in the invalid slots.
-
-  Args:
-    steps: ``[..., S, E]`` GRU outputs in step order.
-    source_mask: ``[..., S]`` bool.
-
-  Returns:
-    ``[..., S, E]`` slot-ordered embeddings (a per-example permutation of ``steps``).
-  """
-  valid = source_mask.astype(bool)
-  n_valid = jnp.sum(valid, axis=-1, keepdims=True)
-  rank_valid = jnp.cumsum(valid, axis=-1) - 1
-  rank_invalid = n_valid + jnp.cumsum(~valid, axis=-1) - 1
-  idx = jnp.where(valid, rank_valid, rank_invalid)
-  return jnp.take_along_axis(steps, idx[..., None], axis=-2)
-
-
-def select_slot_nodes(node_embed: Array, node_mask: Array, node_type: Array,
-                      num_slots: int) -> Array:
-  """Co-Separation conditioning: one node feature per slot (see the module docstring).
-
-  Args:
-    node_embed: ``[..., Nn, E]`` node-MLP features.
-    node_mask: ``[..., Nn]`` bool.
-    node_type: ``[..., Nn]`` int (0 auditory, 1 context, 2 background).
-    num_slots: S.
-
-  Returns:
-    ``[..., S, E]``: the ``i``-th valid auditory node's feature for slot ``i < S - 1``, the first
-    valid background node's for slot ``S - 1``; zeros where no such node exists.
-  """
-  valid = node_mask.astype(bool)
-  aud = valid & (node_type == 0)
-  bg = valid & (node_type == 2)
-  aud_rank = jnp.cumsum(aud, axis=-1) - 1
-  slots = jnp.arange(num_slots - 1)
-  sel_aud = aud[..., None, :] & (aud_rank[..., None, :] == slots[:, None])   # [..., S-1, Nn]
-  sel_bg = (bg & (jnp.cumsum(bg, axis=-1) == 1))[..., None, :]               # [..., 1, Nn]
-  sel = jnp.concatenate([sel_aud, sel_bg], axis=-2).astype(node_embed.dtype)
-  return jnp.einsum("...sn,...ne->...se", sel, node_embed)
-
-
-class SlotGRU(nn.Module):
-  """Runs a GRU for ``num_steps`` steps on a constant input from a zero state.
-
-  ``[..., Z] -> [..., num_steps, hidden]`` float32, each output unit-normalised.
-  """
-  hidden: int
-  num_steps: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, zeta: Array) -> Array:
-    cell = nn.GRUCell(self.hidden, dtype=self.dtype, name="gru")
-    x = zeta.astype(self.dtype)
-    carry = jnp.zeros(zeta.shape[:-1] + (self.hidden,), self.dtype)
-    outs = []
-    for _ in range(self.num_steps):
-      carry, y = cell(carry, x)
-      outs.append(y.astype(jnp.float32))
-    return l2_normalize(jnp.stack(outs, axis=-2))
-
-
 def _check_batch(batch: Mapping[str, Array], spec: ModelSpec) -> None:
-  missing = [k for k in BATCH_DTYPES if k not in batch]
+  missing = [k for k in inputs.BASE_DTYPES if k not in batch]
   if missing:
-    raise ValueError(f"ASMP batch is missing keys {missing}; expected {sorted(BATCH_DTYPES)}")
+    raise ValueError(f"ASMP batch is missing keys {missing}; expected {sorted(inputs.BASE_DTYPES)}"
+                     f" and the keys of graph_mode {spec.graph_mode!r}")
   if batch["mix_log_mag"].ndim != 3:
     raise ValueError(f"batch['mix_log_mag'] must be [B, H, W], got {batch['mix_log_mag'].shape}")
   if batch["source_mask"].ndim != 3:
     raise ValueError(f"batch['source_mask'] must be [B, U, S], got {batch['source_mask'].shape}")
   b, u, s = batch["mix_log_mag"].shape[0], batch["source_mask"].shape[1], spec.num_slots
-  nf = batch["node_features"]
-  if nf.ndim != 4 or nf.shape[:2] != (b, u) or nf.shape[-1] != spec.node_feature_dim:
-    raise ValueError(f"batch['node_features'] must be [B={b}, U={u}, Nn, "
-                     f"F={spec.node_feature_dim}], got {nf.shape}")
   if tuple(batch["source_mask"].shape) != (b, u, s):
     raise ValueError(f"batch['source_mask'] must be [B={b}, U={u}, S={s}], got "
                      f"{batch['source_mask'].shape}")
-  for k in ("node_mask", "node_type"):
-    if tuple(batch[k].shape) != nf.shape[:3]:
-      raise ValueError(f"batch[{k!r}] must be {nf.shape[:3]}, got {batch[k].shape}")
+  if "class_labels" in batch and tuple(batch["class_labels"].shape) != (b, u, s):
+    raise ValueError(f"batch['class_labels'] must be [B={b}, U={u}, S={s}], got "
+                     f"{batch['class_labels'].shape}")
+  nf = batch.get("node_features")
+  if nf is not None:
+    if nf.ndim != 4 or nf.shape[:2] != (b, u) or nf.shape[-1] != spec.node_feature_dim:
+      raise ValueError(f"batch['node_features'] must be [B={b}, U={u}, Nn, "
+                       f"F={spec.node_feature_dim}], got {nf.shape}")
+    for k in ("node_mask", "node_type"):
+      if k in batch and tuple(batch[k].shape) != nf.shape[:3]:
+        raise ValueError(f"batch[{k!r}] must be {nf.shape[:3]}, got {batch[k].shape}")
   if spec.dir_window_graphs:
-    missing = [k for k in WINDOW_BATCH_DTYPES if k not in batch]
+    missing = [k for k in (*WINDOW_BATCH_DTYPES, "senders", "receivers") if k not in batch]
     if missing:
       raise ValueError(f"config.model.dir_window_graphs needs each direction window's graph; the "
                        f"batch is missing {missing}")
     wnf = batch["window_node_features"]
-    want = (b, u, spec.num_dir_windows) + tuple(nf.shape[2:])
+    nodes = tuple(nf.shape[2:]) if nf is not None else (wnf.shape[-2], spec.node_feature_dim)
+    want = (b, u, spec.num_dir_windows) + nodes
     if tuple(wnf.shape) != want:
       raise ValueError(f"batch['window_node_features'] must be {want}, got {wnf.shape}")
     for k, shape in (("window_node_mask", want[:4]), ("window_node_type", want[:4]),
-                     ("window_edge_weight", want[:3] + tuple(batch["edge_weight"].shape[2:])),
-                     ("window_edge_mask", want[:3] + tuple(batch["edge_mask"].shape[2:]))):
+                     ("window_edge_weight", want[:3] + tuple(batch["senders"].shape[2:])),
+                     ("window_edge_mask", want[:3] + tuple(batch["senders"].shape[2:]))):
       if tuple(batch[k].shape) != shape:
         raise ValueError(f"batch[{k!r}] must be {shape}, got {batch[k].shape}")
 
@@ -323,19 +213,10 @@ class ASMP(nn.Module):
     sp = self.spec
     dtype = resolve_dtype(sp.dtype)
     if sp.node_batch_norm:
-      self.node_norm = nn.BatchNorm(momentum=0.9, epsilon=1e-5, name="node_norm")
-    if sp.graph_mode == "single_node":
-      self.node_mlp = NodeMLP(sp.node_hidden, sp.embed_dim, dtype=dtype)
-    elif sp.graph_mode == "class_label":
-      self.class_embed = nn.Embed(sp.num_classes, sp.embed_dim, name="class_embed")
-    elif sp.graph_mode == "no_vision":
-      self.zeta = self.param("zeta", nn.initializers.normal(1.0), (2 * sp.edgeconv_dim,))
-      self.slot_gru = SlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
-    else:
-      self.graph_encoder = GraphEncoder(sp.node_hidden, sp.embed_dim, sp.gat_heads,
-                                        sp.gat_head_dim, sp.edgeconv_dim,
-                                        equal_weights=sp.graph_mode == "equal", dtype=dtype)
-      self.slot_gru = SlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
+      self.node_norm = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+    # The conditioner shares the model's scope: its parameters sit at the top of the tree.
+    self.conditioner = conditioners.get(sp.graph_mode).build(sp)
+    nn.share_scope(self, self.conditioner)
     self.unet = ConditionedUNet(sp.unet_width_mult, sp.unet_first_layer_norm,
                                 sp.conv_transpose_impl, float(sp.unet_cond_scale), sp.unet_norm,
                                 dtype=dtype)
@@ -346,37 +227,17 @@ class ASMP(nn.Module):
                                          sp.cls_blocks, dtype=dtype)
 
   def embed(self, batch: Mapping[str, Array], train: bool = False) -> dict[str, Array]:
-    """Scene graphs -> unit embeddings ``[B, U, S, E]`` (and ``graph_embedding`` zeta)."""
+    """The conditioner: ``{"embeddings": [B, U, S, E], ["graph_embedding": [B, U, Z]]}``."""
     sp = self.spec
-    if sp.graph_mode == "class_label":
-      if "class_labels" not in batch:
-        raise ValueError("graph_mode 'class_label' conditions on batch['class_labels'] [B, U, S] "
-                         "(an evaluation baseline); this batch has none")
-      labels = jnp.clip(batch["class_labels"].astype(jnp.int32), 0, sp.num_classes - 1)
-      return {"embeddings": l2_normalize(self.class_embed(labels).astype(jnp.float32))}
-    feats = batch["node_features"].astype(jnp.float32)
-    if sp.node_batch_norm:
-      feats = self.node_norm(feats, use_running_average=not train,
-                             mask=batch["node_mask"].astype(bool)[..., None])
-      feats = jnp.where(batch["node_mask"].astype(bool)[..., None], feats, 0.0)
-    if sp.graph_mode == "single_node":
-      node_embed = self.node_mlp(feats).astype(jnp.float32)
-      emb = select_slot_nodes(node_embed, batch["node_mask"], batch["node_type"], sp.num_slots)
-      return {"embeddings": l2_normalize(emb)}
-    if sp.graph_mode == "no_vision":
-      zeta = jnp.broadcast_to(self.zeta, batch["source_mask"].shape[:-1] + self.zeta.shape)
-    elif sp.graph_mode == "multiscale":
-      weights, masks = multiscale_edge_weights(batch["edge_weight"], batch["edge_mask"])
-      two = lambda x: jnp.broadcast_to(x, (2,) + x.shape)
-      zeta, _ = self.graph_encoder(two(feats), two(batch["node_mask"]), two(batch["senders"]),
-                                   two(batch["receivers"]), weights, masks)
-      zeta = jnp.mean(zeta, axis=0)
-    else:
-      zeta, _ = self.graph_encoder(feats, batch["node_mask"], batch["senders"],
-                                   batch["receivers"], batch["edge_weight"], batch["edge_mask"])
-    steps = self.slot_gru(zeta)                                          # [B, U, S, E]
-    emb = assign_steps_to_slots(steps, batch["source_mask"]) if sp.compact_slots else steps
-    return {"embeddings": emb, "graph_embedding": zeta.astype(jnp.float32)}
+    conditioners.check_batch(sp.graph_mode, batch)
+    if "node_features" in conditioners.get(sp.graph_mode).batch_keys:
+      feats = batch["node_features"].astype(jnp.float32)
+      if sp.node_batch_norm:
+        valid = batch["node_mask"].astype(bool)[..., None]
+        feats = jnp.where(valid, self.node_norm(feats, use_running_average=not train, mask=valid),
+                          0.0)
+      batch = {**batch, "node_features": feats}
+    return self.conditioner(batch)
 
   def window_embeddings(self, batch: Mapping[str, Array], train: bool = False) -> Array:
     """Each direction window's own unit embeddings ``[B, U, S, Wd, E]`` (`WINDOW_BATCH_DTYPES`).
@@ -422,48 +283,31 @@ class ASMP(nn.Module):
     return out
 
 
-def create_model(model_config: Any) -> ASMP:
-  """Builds `ASMP` from ``config.model`` (ConfigDict or mapping); validates every key.
+def create_model(model_config: Any) -> nn.Module:
+  """Builds the model of ``config.model`` (ConfigDict or mapping); validates every key.
 
-  ``graph_mode="authors"`` builds the public code's networks (`asmp_jax.models.authors`).
+  `ASMP` with the conditioner ``graph_mode`` names, or the whole model of a variant registered
+  with its own (e.g. ``graph_mode="authors"``, the public code's networks,
+  `asmp_jax.models.authors`).
   """
   spec = spec_from_config(model_config)
-  if spec.graph_mode == "authors":
-    from asmp_jax.models import authors  # pylint: disable=g-import-not-at-top
-    return authors.create(model_config, spec)
-  return ASMP(spec)
+  entry = conditioners.get(spec.graph_mode)
+  return ASMP(spec) if entry.model is None else entry.model(model_config, spec)
 
 
 def batch_shapes(model_config: Any, batch_size: int, num_nodes: int, num_edges: int,
                  spec_shape: tuple[int, int] = (256, 256),
                  videos: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
-  """Shapes/dtypes of a model input batch of ``videos`` videos per mixture (for `init_variables`
-  and abstract evaluation; the variables are the same for any number of videos)."""
+  """Shapes/dtypes of the keys the model reads, for ``videos`` videos per mixture (for
+  `init_variables` and abstract evaluation; the variables are the same for any number of videos).
+  """
   sp = spec_from_config(model_config)
-  bu = (batch_size, videos)
-  shapes = {
-      "mix_log_mag": (batch_size,) + tuple(spec_shape),
-      "node_features": bu + (num_nodes, sp.node_feature_dim),
-      "node_mask": bu + (num_nodes,),
-      "node_type": bu + (num_nodes,),
-      "senders": bu + (num_edges,),
-      "receivers": bu + (num_edges,),
-      "edge_weight": bu + (num_edges,),
-      "edge_mask": bu + (num_edges,),
-      "source_mask": bu + (sp.num_slots,),
-  }
+  keys = [*inputs.BASE_DTYPES, *conditioners.get(sp.graph_mode).batch_keys]
   if sp.dir_window_graphs:
-    buw = bu + (sp.num_dir_windows,)
-    shapes.update({
-        "window_node_features": buw + (num_nodes, sp.node_feature_dim),
-        "window_node_mask": buw + (num_nodes,), "window_node_type": buw + (num_nodes,),
-        "window_edge_weight": buw + (num_edges,), "window_edge_mask": buw + (num_edges,)})
-  out = {k: jax.ShapeDtypeStruct(v, _ALL_DTYPES[k]) for k, v in shapes.items()}
-  if sp.graph_mode == "class_label":  # the audio-only baseline also reads the labels
-    out["class_labels"] = jax.ShapeDtypeStruct(bu + (sp.num_slots,), jnp.int32)
-  return out
-
-
+    keys += [*inputs.WINDOW_BATCH_DTYPES, "senders", "receivers"]
+  shapes = inputs.shapes(batch_size, videos, sp.num_slots, num_nodes, num_edges,
+                         sp.node_feature_dim, sp.num_dir_windows, spec_shape)
+  return {k: jax.ShapeDtypeStruct(shapes[k], inputs.ALL_DTYPES[k]) for k in dict.fromkeys(keys)}
 def init_variables(model: ASMP, rng: Array, batch_shapes: Mapping[str, Any]) -> dict[str, Any]:
   """Initialises ``{'params', 'batch_stats'}`` from an all-zeros batch of the given shapes.
 
@@ -478,9 +322,9 @@ def init_variables(model: ASMP, rng: Array, batch_shapes: Mapping[str, Any]) -> 
   """
   def zeros(k: str, v: Any) -> Array:
     if hasattr(v, "shape"):
-      dt = getattr(v, "dtype", None) or _ALL_DTYPES.get(k, jnp.float32)
+      dt = getattr(v, "dtype", None) or inputs.ALL_DTYPES.get(k, jnp.float32)
       return jnp.zeros(tuple(v.shape), dt)
-    return jnp.zeros(tuple(v), _ALL_DTYPES.get(k, jnp.float32))
+    return jnp.zeros(tuple(v), inputs.ALL_DTYPES.get(k, jnp.float32))
 
   def _init(key: Array, batch: dict[str, Array]) -> dict[str, Any]:
     return dict(model.init({"params": key}, batch, train=False))

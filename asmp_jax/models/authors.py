@@ -68,6 +68,7 @@ import jax
 import jax.numpy as jnp
 import jraph
 
+from asmp_jax.models import conditioners
 from asmp_jax.models.classifiers import BasicBlock, time_windows
 from asmp_jax.models.graph_encoder import NodeMLP, flatten_graphs, masked_max_mean_pool
 from asmp_jax.models.layers import Conv, batch_norm, leaky_relu_02, max_pool_3x3s2, resolve_dtype
@@ -320,8 +321,7 @@ class AuthorsASMP(nn.Module):
                               batch["edge_mask"], train)
     steps = self.slot_gru(zeta)
     if self.spec.compact_slots:
-      from asmp_jax.models.asmp import assign_steps_to_slots  # pylint: disable=g-import-not-at-top
-      steps = assign_steps_to_slots(steps, batch["source_mask"])
+      steps = conditioners.assign_steps_to_slots(steps, batch["source_mask"])
     return {"embeddings": steps, "graph_embedding": zeta}
 
   def separate(self, mix_log_mag: Array, embeddings: Array, train: bool = False) -> Array:
@@ -372,3 +372,7 @@ def create(model_config: Any, spec: Any) -> AuthorsASMP:
   """`AuthorsASMP` for a validated spec and the config's ``authors_*`` flags."""
   return AuthorsASMP(spec, has_direction=_flag(model_config, "authors_direction"),
                      has_classifier=_flag(model_config, "authors_classifier"))
+
+
+conditioners.register(GRAPH_MODE, None, ("node_features", "node_mask", "senders", "receivers",
+                                         "edge_weight", "edge_mask"), model=create)
