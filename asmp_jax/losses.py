@@ -18,8 +18,8 @@ predictions and the labels of a video: slot ``i`` is used iff ``valid[i]``):
 * the loss is the minimum cost over admissible permutations (the identity always is one).
 
 Restricted to the valid slots this is exactly the minimum over ``S_{N_u + 1}`` of eq. 2, whatever
-the positions of the ``N_u + 1`` valid slots. Permutations are enumerated at trace time
-(``S! <= 720``). The gradient flows through the minimising permutation (ties share it equally).
+the positions of the ``N_u + 1`` valid slots (`asmp_jax.slot_matching`, which enumerates the
+permutations at trace time, ``S! <= 720``). The gradient flows through the minimising permutation.
 
 Direction loss (eq. 3): by default one permutation *per window* (as the paper writes it); the slots'
 validity is ``source_mask`` and a window whose label is unknown (``dir_valid`` False for a valid
@@ -30,18 +30,17 @@ direction head swap identities between windows).
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from asmp_jax import slot_matching
 
 Array = jax.Array
 
-MAX_PERMUTATION_SLOTS = 6
+MAX_PERMUTATION_SLOTS = slot_matching.MAX_SLOTS
 MASK_TARGETS = ("ibm", "ratio")
 # Weight of each time-frequency bin in L_cyc: "" = the target's own (ibm: none, as the paper;
 # ratio: log1p, as the public code), "none", "log1p" (``clip(log1p(X_mix), 1e-3, 10)``, the public
@@ -50,28 +49,10 @@ MASK_TARGETS = ("ibm", "ratio")
 MASK_WEIGHTS = ("", "none", "log1p", "mag")
 
 
-@lru_cache(maxsize=None)
-def _permutations(num_slots: int) -> np.ndarray:
-  """All permutations of ``range(num_slots)`` as an int array ``[S!, S]``."""
-  return np.asarray(list(itertools.permutations(range(num_slots))), np.int32)
-
-
 def pairwise_cross_entropy(logits: Array, labels: Array) -> Array:
-  """``cost[..., i, j] = -log softmax(logits[..., i, :])[labels[..., j]]``.
-
-  Args:
-    logits: ``[..., S, C]``.
-    labels: ``[..., S]`` int (out-of-range values are clipped; mask them out with ``valid``).
-
-  Returns:
-    ``[..., S, S]`` float32.
-  """
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  c = logits.shape[-1]
-  lab = jnp.clip(labels.astype(jnp.int32), 0, c - 1)
-  # idx[..., i, j] = labels[..., j]; gather along the class axis of row i.
-  idx = jnp.broadcast_to(lab[..., None, :], lab.shape[:-1] + (lab.shape[-1], lab.shape[-1]))
-  return -jnp.take_along_axis(logp, idx, axis=-1)
+  """``cost[..., i, j] = -log softmax(logits[..., i, :])[labels[..., j]]``, ``[..., S, S]`` float32
+  (`asmp_jax.slot_matching.pairwise_cross_entropy` on JAX arrays)."""
+  return slot_matching.pairwise_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
 
 
 def permutation_match(logits: Array, labels: Array, valid: Array | None = None,
@@ -88,31 +69,13 @@ def permutation_match(logits: Array, labels: Array, valid: Array | None = None,
     ``(cost [...], assignment [..., S])``: the minimum summed cross-entropy and, for each
     prediction slot ``i``, the label slot ``assignment[..., i] = sigma(i)`` it was matched with.
   """
-  s = logits.shape[-2]
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"labels shape {labels.shape} must equal logits.shape[:-1] "
                      f"{logits.shape[:-1]}")
-  if s > MAX_PERMUTATION_SLOTS:
-    raise ValueError(f"permutation matching over S={s} slots is limited to "
-                     f"{MAX_PERMUTATION_SLOTS} ({s}! permutations)")
-  perms = _permutations(s)                                     # [P, S]
   cost = pairwise_cross_entropy(logits, labels)                # [..., S, S]
-  rows = np.broadcast_to(np.arange(s, dtype=np.int32), perms.shape)
-  matched = cost[..., rows, perms]                             # [..., P, S]
-  if valid is None:
-    valid = jnp.ones(labels.shape, bool)
-  valid = jnp.broadcast_to(valid.astype(bool), labels.shape)
-  if label_weight is not None:
-    w = jnp.broadcast_to(label_weight.astype(jnp.float32), labels.shape)
-    matched = matched * w[..., perms]
-  pred_valid = valid[..., None, :]                             # [..., 1, S]
-  label_valid = valid[..., perms]                              # [..., P, S]
-  admissible = jnp.all(pred_valid == label_valid, axis=-1)     # [..., P]
-  per_perm = jnp.sum(jnp.where(pred_valid, matched, 0.0), axis=-1)
-  per_perm = jnp.where(admissible, per_perm, jnp.inf)
-  best = jnp.argmin(per_perm, axis=-1)
-  assignment = jnp.asarray(perms)[best]
-  return jnp.min(per_perm, axis=-1), assignment
+  valid = jnp.ones(labels.shape, bool) if valid is None else jnp.asarray(valid)
+  weight = None if label_weight is None else jnp.asarray(label_weight).astype(jnp.float32)
+  return slot_matching.best_permutation(cost, valid, weight, admissible=True)
 
 
 def permutation_min_cross_entropy(logits: Array, labels: Array,
