@@ -34,7 +34,6 @@ Results go to TensorBoard and, from launch.py's evaluation at the end of trainin
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -47,6 +46,7 @@ import numpy as np
 from asmp_jax import audio as audio_lib
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
+from asmp_jax import slot_matching
 
 _LOG = logging.getLogger(__name__)  # asmp_jax.evaluate
 
@@ -135,16 +135,8 @@ def match_slots(cons_logits: np.ndarray, class_labels: np.ndarray, source_mask: 
                 ) -> np.ndarray:
   """Per video, the slot that serves each label slot: argmin over permutations of the summed
   consistency cross-entropy over valid label slots. Returns int [..., S] (slot of label j)."""
-  logp = cons_logits - np.logaddexp.reduce(cons_logits, axis=-1, keepdims=True)
-  s = cons_logits.shape[-2]
-  perms = np.array(list(itertools.permutations(range(s))))  # [P, S]
-  # cost[..., p] = sum_j valid_j * -logp[..., perm[p, j], label_j]
-  ce = -np.take_along_axis(logp, class_labels[..., None, :].repeat(s, -2), axis=-1)  # [..., S, S]
-  # ce[..., i, j]: slot i predicting label j
-  cost = np.stack([(ce[..., perms[p], np.arange(s)] * source_mask).sum(-1)
-                   for p in range(len(perms))], -1)
-  best = cost.argmin(-1)
-  return perms[best]
+  ce = slot_matching.pairwise_cross_entropy(cons_logits, class_labels)  # [..., S(slot), S(label)]
+  return slot_matching.best_permutation(np.swapaxes(ce, -1, -2), row_valid=source_mask)[1]
 
 
 def direction_predictions(dir_logits, dir_labels, dir_valid, slot_of_label):
@@ -170,16 +162,14 @@ def direction_any_order(dir_logits, dir_labels, dir_valid) -> tuple[int, int]:
   slots per window (eq. 3's matching; it looks at the labels, so it is an upper bound, not a
   score). Returns ``(num_correct, num_counted)``.
   """
-  pred = dir_logits.argmax(-1)                                 # [..., S, Wd]
+  pred = np.moveaxis(dir_logits.argmax(-1), -1, -2)           # [..., Wd, S]
   keep = dir_valid.copy()
   keep[..., -1, :] = False  # the background slot's label is not counted
-  s = pred.shape[-2]
-  best = np.zeros(keep.shape[:-2] + keep.shape[-1:], np.int64)  # [..., Wd]
-  for perm in itertools.permutations(range(s)):
-    # slot perm[j] answers for label slot j
-    correct = (pred[..., list(perm), :] == dir_labels) & keep
-    best = np.maximum(best, correct.sum(-2))
-  return int(best.sum()), int(keep.sum())
+  labels, kept = np.moveaxis(dir_labels, -1, -2), np.moveaxis(keep, -1, -2)
+  # cost[..., w, j, i] = -1 where slot i predicts label slot j's (counted) label in window w
+  cost = -((pred[..., None, :] == labels[..., :, None]) & kept[..., :, None]).astype(np.int64)
+  fewest, _ = slot_matching.best_permutation(cost)
+  return int(-fewest.sum()), int(keep.sum())
 
 
 def evaluate(state, model, config, source, split: str, workdir: str | None = None,

@@ -54,6 +54,7 @@ from asmp_jax import input_pipeline
 from asmp_jax import media
 from asmp_jax import preprocess
 from asmp_jax import safe_io
+from asmp_jax import slot_matching
 from asmp_jax import train
 from asmp_jax.graph import build as graph_build
 from asmp_jax.graph import features as graph_features
@@ -61,6 +62,7 @@ from asmp_jax.graph import motion as graph_motion
 from asmp_jax.graph import proposals as graph_proposals
 from asmp_jax.graph import providers as graph_providers
 from asmp_jax.models import asmp as asmp_model
+from asmp_jax.models import conditioners
 
 DEFAULT_FRAME_SIZE = (128, 128)  # (height, width) of the synthetic sets' frames
 BACKGROUND_NAME = "background"
@@ -514,20 +516,17 @@ def _match_slots_to_sources(class_probs: np.ndarray, source_classes: np.ndarray)
   Returns:
     int [A]: detected-source index matched to each slot, -1 for slots left unmatched.
   """
-  import itertools  # pylint: disable=g-import-not-at-top
   a = class_probs.shape[0]
   out = np.full(a, -1, np.int64)
-  known = np.flatnonzero(source_classes >= 0)
+  known = np.flatnonzero(source_classes >= 0)[:a]
   if not len(known) or a == 0:
     return out
   logp = np.log(np.maximum(class_probs, 1e-12))
-  best, best_cost = None, np.inf
-  for perm in itertools.permutations(range(a), min(len(known), a)):
-    cost = -sum(logp[slot, source_classes[src]] for slot, src in zip(perm, known))
-    if cost < best_cost:
-      best, best_cost = perm, cost
-  for slot, src in zip(best, known):
-    out[slot] = src
+  # Rows: the known sources, then rows of cost 0 for the slots left over; columns: slots.
+  cost = np.zeros((a, a), logp.dtype)
+  cost[:len(known)] = -logp[:, source_classes[known]].T
+  slot_of_row = slot_matching.best_permutation(cost)[1]
+  out[slot_of_row[:len(known)]] = known
   return out
 
 
@@ -655,10 +654,10 @@ class Separator:
       self.model = asmp_model.create_model(config.model)
     except ValueError as e:
       raise InferenceError(f"invalid model config: {e}") from e
-    if config.model.get("graph_mode") == "class_label":
-      raise InferenceError("this checkpoint is the audio-only class_label baseline: it is "
-                           "conditioned on ground-truth class labels, not on video, and cannot "
-                           "separate unlabelled videos")
+    if conditioners.needs_labels(self.model.spec.graph_mode):
+      raise InferenceError(f"this checkpoint is the audio-only {self.model.spec.graph_mode} "
+                           "baseline: it is conditioned on ground-truth class labels, not on "
+                           "video, and cannot separate unlabelled videos")
     self.config = config
     self.variables = variables
     self.meta = dict(dataset_meta or {})
