@@ -284,3 +284,35 @@ def test_full_size_release(tmp_path):
   np.testing.assert_allclose(out["masks"][0, 0, 0], mask[0, 0].numpy(), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(out["cons_logits"][0, 0, 0], logits[0].numpy(), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(out["dir_logits"][0, 0, 0, 5], dirs[0].numpy(), rtol=RTOL, atol=ATOL)
+
+
+def test_authors_variant_trains(converted):
+  """One training step of the public networks: finite loss, a finite gradient for every
+  parameter, updated BatchNorm statistics (the variant is trainable, not only a loader)."""
+  from asmp_jax import losses  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  _, root, _ = converted
+  config = train.load_saved_config(str(root / "run"))
+  variables, _ = inference.restore_variables(str(root / "run"), config)
+  model = asmp_model.create_model(config.model)
+  rng = np.random.default_rng(2)
+  batch, _ = _graphs(rng)
+  mags = rng.gamma(1.0, size=(1, 2, H, T)).astype(np.float32)
+  batch.update(mix_log_mag=np.log(mags.sum(1) + 1e-4).astype(np.float32), video_mag_warped=mags,
+               class_labels=np.array([[[0, 1, 4], [2, 3, 4]]], np.int32),
+               dir_labels=rng.integers(0, 28, size=(1, 2, 3, 6)).astype(np.int32),
+               dir_valid=np.ones((1, 2, 3, 6), bool))
+  loss_cfg = ml_collections.ConfigDict(dict(lambda_cons=0.05, lambda_cyc=1.0, lambda_ortho=1.0,
+                                            lambda_dir=0.05, mask_target="ibm"))
+
+  def loss_fn(p):
+    out, upd = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, batch,
+                           train=True, mutable=["batch_stats"])
+    return losses.total_loss(out, batch, loss_cfg)[0], upd["batch_stats"]
+
+  (loss, stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+  assert np.isfinite(float(loss))
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  assert float(jnp.max(jnp.abs(grads["graph_encoder"]["gat"]["att_edge"]))) > 0
+  assert not np.allclose(stats["unet"]["up1_bn"]["mean"],
+                         variables["batch_stats"]["unet"]["up1_bn"]["mean"])
