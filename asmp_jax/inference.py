@@ -54,6 +54,7 @@ from asmp_jax import input_pipeline
 from asmp_jax import media
 from asmp_jax import preprocess
 from asmp_jax import safe_io
+from asmp_jax import schema
 from asmp_jax import slot_matching
 from asmp_jax import train
 from asmp_jax.graph import build as graph_build
@@ -886,7 +887,7 @@ class Separator:
     ex["reference_frames"] = frames[::l]
     order = _clip_slot_order(sources, chunk_sources)
     _permute_auditory(ex, order)
-    key = "dir10" if self.config.model.num_direction_classes == 10 else "dir28"
+    key = schema.direction_key(self.config.model.num_direction_classes)
     ex["measured"] = (ex[key][:, order].T if measure
                       else np.full((preprocess.MAX_AUDITORY, nw), -1, np.int32))
     return ex

@@ -36,6 +36,7 @@ import numpy as np
 
 from asmp_jax.graph import motion as graph_motion
 from asmp_jax import preprocess
+from asmp_jax import schema
 
 Example = dict[str, np.ndarray]
 
@@ -115,7 +116,7 @@ def clip_view(ex: Example, start_window: int, gain: float, cfg: PairConfig) -> E
   source_mask = np.concatenate([src_class >= 0, [True]])
   class_labels = np.concatenate([np.maximum(src_class, 0), [k_bg]]).astype(np.int32)
   nd, nwin = cfg.num_dir_windows, ex["dir10"].shape[0]
-  key = "dir10" if cfg.num_direction_classes == 10 else "dir28"
+  key = schema.direction_key(cfg.num_direction_classes)
   wins = np.arange(w, w + nd)
   in_clip = wins < nwin
   labels = np.full((a_max + 1, nd), -1, np.int32)

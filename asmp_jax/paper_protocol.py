@@ -54,6 +54,7 @@ from asmp_jax import audio as audio_lib
 from asmp_jax import evaluate
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
+from asmp_jax import schema
 
 SEPARATION_PAIRS = "Onlysep_Pairlist.pickle"
 DIRECTION_PAIRS = "DirPred_PairList.pickle"
@@ -218,7 +219,7 @@ def direction_pair(fn, variables, exs, pair: Pair, cfg, first: bool
   """Per clip of the pair: ``(predicted, label)`` for the listed window, or None when the clip
   has no source of the listed class or no label there."""
   crop, ws = cfg.crop_samples, cfg.window_samples
-  key = "dir10" if cfg.num_direction_classes == 10 else "dir28"
+  key = schema.direction_key(cfg.num_direction_classes)
   audio, rel = [], []
   for e, w in zip(exs, pair.windows):
     wav = _clipped(e)

@@ -39,6 +39,7 @@ from asmp_jax import config_lib
 from asmp_jax import datasets
 from asmp_jax import input_pipeline
 from asmp_jax import losses
+from asmp_jax import schema
 from asmp_jax import summary
 from asmp_jax.models import asmp as asmp_model
 
@@ -664,7 +665,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def training_direction_labels(source, config) -> np.ndarray:
   """Every valid auditory-source window label of the training split (for the majority vote)."""
-  key = "dir10" if config.model.num_direction_classes == 10 else "dir28"
+  key = schema.direction_key(config.model.num_direction_classes)
   labels = [np.asarray(source[i][key]).reshape(-1) for i in range(len(source))]
   labels = np.concatenate(labels)
   return labels[labels >= 0]

@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asmp_jax import config_lib, datasets  # noqa: E402
+from asmp_jax import config_lib, datasets, schema  # noqa: E402
 from asmp_jax.graph import motion  # noqa: E402
 from asmp_jax.graph.build import NODE_AUDITORY  # noqa: E402
 
@@ -62,7 +62,7 @@ def sources(source, num_classes: int):
   The features are those of the source's node in each window's scene graph (auditory node ``a``
   for source ``a``), NaN in the windows whose graph lacks it (a missed detection).
   """
-  key = "dir10" if num_classes == 10 else "dir28"
+  key = schema.direction_key(num_classes)
   out = []
   for i in range(len(source)):
     ex = source[i]

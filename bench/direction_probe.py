@@ -34,7 +34,7 @@ import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from asmp_jax import audio, datasets, input_pipeline  # noqa: E402
+from asmp_jax import audio, datasets, input_pipeline, schema  # noqa: E402
 from asmp_jax.models.classifiers import DirectionClassifier  # noqa: E402
 from asmp_data.synthetic import classes as synth_classes  # noqa: E402
 from train_step_bench import load_config  # noqa: E402  (bench/ is this script's sys.path[0])
@@ -96,7 +96,7 @@ def main() -> None:
   config = load_config(args.config)
   builder = datasets.get_builder(config.data)
   pair_cfg = input_pipeline.PairConfig.from_config(config)
-  key = "dir10" if args.num_classes == 10 else "dir28"
+  key = schema.direction_key(args.num_classes)
   data = {}
   for split in ("train", "test"):
     clip_dir = raw_dir(builder, split)

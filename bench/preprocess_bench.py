@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from asmp_jax import media, preprocess
+from asmp_jax import media, preprocess, schema
 from asmp_jax.graph import motion, providers
 
 
@@ -53,7 +53,7 @@ def run(jsons, detections, rectify, flow, thresholds):
                                     prov.flow(frames), np.asarray(auditory_ids), cfg)
     truth = _truth(path, ex, auditory_ids)
     for n in (10, 28):
-      est = ex["dir10" if n == 10 else "dir28"]
+      est = ex[schema.direction_key(n)]
       ok = np.isfinite(truth).all(-1) & (est >= 0)
       true_cls = motion.direction_class(np.nan_to_num(truth), n, thresholds=thresholds)
       agree[n].append(np.stack([est[ok], true_cls[ok]], -1))

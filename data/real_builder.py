@@ -27,7 +27,7 @@ from asmp_data.real_common import (  # pylint: disable=g-importing-member
     ClassMap, ManualDirError, NUM_WINDOWS, SAMPLE_RATE, SPLITS, Settings, VideoTask,
     first_existing, find_with_extension, load_class_map, process_video, read_vocabulary,
     AUDIO_EXTENSIONS, VIDEO_EXTENSIONS)
-from asmp_jax import preprocess
+from asmp_jax import schema
 from asmp_jax.graph import features as graph_features
 
 WORKERS_ENV = "ASMP_DATA_WORKERS"
@@ -159,24 +159,8 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     nw, ns = NUM_WINDOWS, NUM_WINDOWS * SAMPLE_RATE
-    n, a = preprocess.MAX_NODES, preprocess.MAX_AUDITORY
     fdim = graph_features.feature_dim(cfg.feature_extractor, cfg.feature_dim)
-    t = tfds.features.Tensor
-    features = tfds.features.FeaturesDict({
-        "clip_id": tfds.features.Text(),
-        "audio": t(shape=(ns,), dtype=np.int16),
-        "node_features": t(shape=(nw, n, fdim), dtype=np.float16),
-        "node_mask": t(shape=(nw, n), dtype=np.bool_),
-        "node_type": t(shape=(nw, n), dtype=np.int8),
-        "adjacency": t(shape=(nw, n, n), dtype=np.float16),
-        "window_valid": t(shape=(nw,), dtype=np.bool_),
-        "source_class": t(shape=(a,), dtype=np.int32),
-        "source_present": t(shape=(nw, a), dtype=np.bool_),
-        "displacement": t(shape=(nw, a, 3), dtype=np.float32),
-        "dir10": t(shape=(nw, a), dtype=np.int32),
-        "dir28": t(shape=(nw, a), dtype=np.int32),
-        "gt_window_displacement": t(shape=(nw, a, 3), dtype=np.float32),
-    })
+    features = schema.features(nw, ns, fdim)
     meta = tfds.core.MetadataDict(
         auditory_classes=self.class_map().names, feature_extractor=cfg.feature_extractor,
         feature_dim=fdim, sample_rate=SAMPLE_RATE, window_samples=SAMPLE_RATE, num_windows=nw,

@@ -29,6 +29,7 @@ from asmp_data.synthetic import workers
 from asmp_jax import media
 from asmp_jax import preprocess
 from asmp_jax import safe_io
+from asmp_jax import schema
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import providers
 
@@ -199,24 +200,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     from asmp_data.synthetic import classes  # pylint: disable=g-import-not-at-top
     _, nw, ns = self._sizes()
-    n, a = preprocess.MAX_NODES, preprocess.MAX_AUDITORY
     fdim = graph_features.feature_dim(self.builder_config.feature_extractor)
-    t = tfds.features.Tensor
-    features = tfds.features.FeaturesDict({
-        "clip_id": tfds.features.Text(),
-        "audio": t(shape=(ns,), dtype=np.int16),
-        "node_features": t(shape=(nw, n, fdim), dtype=np.float16),
-        "node_mask": t(shape=(nw, n), dtype=np.bool_),
-        "node_type": t(shape=(nw, n), dtype=np.int8),
-        "adjacency": t(shape=(nw, n, n), dtype=np.float16),
-        "window_valid": t(shape=(nw,), dtype=np.bool_),
-        "source_class": t(shape=(a,), dtype=np.int32),
-        "source_present": t(shape=(nw, a), dtype=np.bool_),
-        "displacement": t(shape=(nw, a, 3), dtype=np.float32),
-        "dir10": t(shape=(nw, a), dtype=np.int32),
-        "dir28": t(shape=(nw, a), dtype=np.int32),
-        "gt_window_displacement": t(shape=(nw, a, 3), dtype=np.float32),
-    })
+    features = schema.features(nw, ns, fdim)
     meta = tfds.core.MetadataDict(
         auditory_classes=[c.name for c in classes.SOUNDING_CLASSES],
         context_classes=[c.name for c in classes.CONTEXT_CLASSES],
