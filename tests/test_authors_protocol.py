@@ -142,6 +142,10 @@ def test_paper_protocol_on_a_converted_release(tiny, tmp_path, capsys):
   assert np.isfinite(r["sdr"]) and len(r["per_pair"]) == 1
   assert r["direction_count"] + r["direction_missing"] == 2
   assert "direction_accuracy_28" in r
+  # The project's own protocol restores the converted workdir too.
+  evaluate.main([f"--workdir={run}", "--split=test", "--num_pairs=1"])
+  assert "SDR model" in capsys.readouterr().out
+  assert (run / "eval_test_step0.json").exists()
 
 
 def test_released_networks_are_read_from_the_slot_of_the_first_gru_step():
