@@ -30,7 +30,7 @@ __all__ = [
     "warp_grid", "log_freq_warp", "log_freq_unwarp",
     "random_gains", "mix",
     "ideal_binary_mask", "ideal_ratio_mask", "apply_mask", "masks_to_waveforms",
-    "spectrogram_features",
+    "mixture_features", "spectrogram_features",
 ]
 
 SAMPLE_RATE = 11025  # Hz
@@ -395,6 +395,37 @@ def masks_to_waveforms(
   """
   spec = apply_mask(masks, jnp.asarray(mix_spec)[..., None, :, :])
   return istft(spec, length, n_fft=n_fft, hop=hop, win_length=win_length)
+
+
+def mixture_features(wav: jax.Array, normalise_mix: bool = False, num_videos: int | None = None,
+                     eps: float = 1e-10) -> dict[str, jax.Array]:
+  """The model's audio front end: a mixture of ``U`` videos' waveforms -> its inputs and targets.
+
+  The mixture's spectrum is the sum of the videos' spectra (their waveforms summed, by the
+  STFT's linearity), divided by the number of videos when ``normalise_mix`` (the public code's
+  mixture ``sum / N``). Training, evaluation and inference all build the U-Net input here.
+
+  Args:
+    wav: ``[..., U, L]`` waveforms (``U = 1`` for a recording to separate).
+    normalise_mix: divide the mixture by the number of videos.
+    num_videos: that number, when it is not ``U`` (a single recording separated by a model
+      trained on mixtures of ``num_videos``); default ``U``.
+    eps: added before the log.
+
+  Returns:
+    dict with ``spec`` (complex ``[..., U, 512, T]``, each video's), ``mix_spec`` (complex
+    ``[..., 512, T]``, normalised as above), ``mix_log_mag`` (``[..., 256, T]``,
+    ``log(warp(|mix_spec|) + eps)``, the U-Net input) and ``video_mag_warped``
+    (``[..., U, 256, T]``, ``warp(|spec|)``, the mask targets).
+  """
+  wav = jnp.asarray(wav).astype(jnp.float32)
+  spec = stft(wav)
+  mix_spec = spec.sum(axis=-3)
+  if normalise_mix:
+    mix_spec = mix_spec / (num_videos or wav.shape[-2])
+  return {"spec": spec, "mix_spec": mix_spec,
+          "mix_log_mag": log_magnitude(log_freq_warp(magnitude(mix_spec)), eps),
+          "video_mag_warped": log_freq_warp(magnitude(spec))}
 
 
 def spectrogram_features(wav: jax.Array, eps: float = 1e-10) -> dict[str, jax.Array]:

@@ -82,14 +82,11 @@ def separation_fn(model, normalise_mix: bool = False):
   """
 
   def fn(variables, batch):
-    wav = batch["audio"].astype(jnp.float32)
-    length = wav.shape[-1]
-    spec = audio_lib.stft(wav)  # [N, U, F, T]
-    mix_spec = spec.sum(axis=1)
-    if normalise_mix:
-      mix_spec = mix_spec / wav.shape[1]
+    length = batch["audio"].shape[-1]
+    feats = audio_lib.mixture_features(batch["audio"], normalise_mix)
+    spec, mix_spec = feats["spec"], feats["mix_spec"]  # [N, U, F, T], [N, F, T]
     mb = dict(batch)
-    mb["mix_log_mag"] = jnp.log(audio_lib.log_freq_warp(jnp.abs(mix_spec)) + 1e-10)
+    mb["mix_log_mag"] = feats["mix_log_mag"]
     out = model.apply(variables, mb, train=False)
     masks = audio_lib.log_freq_unwarp(out["masks"])  # [N, U, S, F, T]
     masks = masks * batch["source_mask"][..., None, None]

@@ -478,7 +478,7 @@ def _forward(module: asmp_model.ASMP, graph: dict[str, jax.Array], mix_log_mag: 
   return masks, cons, dirs.reshape(b, s, sp.num_dir_windows, sp.num_direction_classes)
 
 
-def crop_separation_fn(model: asmp_model.ASMP, normalise_mix_by: int = 1,
+def crop_separation_fn(model: asmp_model.ASMP, normalise_mix: bool = False, num_videos: int = 1,
                        mask_override: MaskOverride | None = None):
   """Jittable ``(variables, batch) -> outputs`` for single-video crops.
 
@@ -486,14 +486,14 @@ def crop_separation_fn(model: asmp_model.ASMP, normalise_mix_by: int = 1,
   with leading ``[B, 1]`` (``source_mask [B, 1, S]``). Returns ``slots [B, S, L]`` (separated
   waveforms, invalid slots zero), ``cons_logits [B, S, K]``, ``dir_logits [B, S, Wd, D]``.
   ``mask_override(masks [B, S, F, T], source_mask [B, S]) -> masks`` replaces the model's
-  linear-frequency masks (tests, diagnostics).
+  linear-frequency masks (tests, diagnostics). ``normalise_mix`` divides the spectrum by
+  ``num_videos`` (``config.data``'s: the scale of the training mixtures).
   """
 
   def fn(variables, batch):
     wav = batch["audio"].astype(jnp.float32)
-    spec = audio_lib.stft(wav)  # [B, F, T]
-    view = spec / normalise_mix_by if normalise_mix_by != 1 else spec
-    mix_log_mag = jnp.log(audio_lib.log_freq_warp(jnp.abs(view)) + 1e-10)
+    feats = audio_lib.mixture_features(wav[:, None], normalise_mix, num_videos)
+    spec, mix_log_mag = feats["spec"][:, 0], feats["mix_log_mag"]  # [B, F, T], [B, 256, T]
     graph = {k: batch[k] for k in (*asmp_model.BATCH_DTYPES, *asmp_model.WINDOW_BATCH_DTYPES)
              if k != "mix_log_mag" and k in batch}
     masks, cons, dirs = model.apply(variables, graph, mix_log_mag, method=_forward)
@@ -897,8 +897,9 @@ class Separator:
   def _separation_fn(self, mask_override: MaskOverride | None):
     key = id(mask_override) if mask_override is not None else None
     if key not in self._fns:
-      norm = int(self.config.data.num_videos) if self.config.data.get("normalise_mix") else 1
-      self._fns[key] = jax.jit(crop_separation_fn(self.model, norm, mask_override))
+      self._fns[key] = jax.jit(crop_separation_fn(
+          self.model, bool(self.config.data.get("normalise_mix")),
+          int(self.config.data.num_videos), mask_override))
     return self._fns[key]
 
   @staticmethod

@@ -112,14 +112,8 @@ def audio_inputs(batch: dict[str, jax.Array], normalise_mix: bool = False) -> di
     ``mix_log_mag [B, 256, 256]`` (log of the warped mixture magnitude, the U-Net input) and
     ``video_mag_warped [B, U, 256, 256]`` (each video's warped magnitude, for the mask targets).
   """
-  wav = batch["audio"].astype(jnp.float32)
-  spec = audio_lib.stft(wav)  # [B, U, 512, T]
-  mix = spec.sum(axis=1)
-  if normalise_mix:
-    mix = mix / wav.shape[1]
-  mix_mag_w = audio_lib.log_freq_warp(jnp.abs(mix))
-  video_mag_w = audio_lib.log_freq_warp(jnp.abs(spec))
-  return {"mix_log_mag": jnp.log(mix_mag_w + 1e-10), "video_mag_warped": video_mag_w}
+  feats = audio_lib.mixture_features(batch["audio"], normalise_mix)
+  return {k: feats[k] for k in ("mix_log_mag", "video_mag_warped")}
 
 
 def _model_batch(batch, normalise_mix):

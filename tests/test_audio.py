@@ -319,3 +319,28 @@ def test_gradients_flow_through_the_front_end():
 
   g = jax.grad(loss)(x)
   assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+
+
+# --------------------------------------------------------------------------------- front end
+
+
+def test_mixture_features_mix_the_videos_and_normalise_by_their_count():
+  length = 8 * audio.HOP - 1
+  wav = np.stack([np.stack([_signal(length, seed=2 * b + u) for u in range(2)])
+                  for b in range(3)])                                       # [B=3, U=2, L]
+  feats = jax.jit(audio.mixture_features, static_argnums=(1, 2))
+  plain, norm = feats(wav, False, None), feats(wav, True, None)
+  assert plain["spec"].shape == (3, 2, audio.N_FREQ, 8)
+  assert plain["mix_log_mag"].shape == (3, audio.WARP_SIZE, 8)
+  assert plain["video_mag_warped"].shape == (3, 2, audio.WARP_SIZE, 8)
+  # The mixture is the summed waveform's spectrum (linearity), its U-Net input the usual one.
+  summed = audio.spectrogram_features(wav.sum(1))
+  np.testing.assert_allclose(plain["mix_log_mag"], summed["warped_log_mag"], atol=2e-3)
+  np.testing.assert_allclose(plain["video_mag_warped"],
+                             audio.spectrogram_features(wav)["warped_mag"], rtol=1e-6, atol=1e-6)
+  # normalise_mix divides the mixture (not the videos) by U, or by the count it is given.
+  np.testing.assert_allclose(norm["mix_spec"], plain["mix_spec"] / 2, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(norm["video_mag_warped"], plain["video_mag_warped"])
+  one = feats(wav[:, :1], True, 2)
+  np.testing.assert_allclose(one["mix_spec"], plain["spec"][:, 0] / 2, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(feats(wav[:, :1], False, None)["mix_spec"], plain["spec"][:, 0])
