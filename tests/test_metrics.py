@@ -244,3 +244,9 @@ def test_clustered_mean_se():
   assert all(np.isnan(metrics.clustered_mean_se([], [])))
   with pytest.raises(ValueError, match="differ in size"):
     metrics.clustered_mean_se(v, np.arange(49))
+
+
+def test_direction_statistics_live_in_their_own_module_and_stay_importable_from_metrics():
+  from asmp_jax import direction_stats  # pylint: disable=g-import-not-at-top
+  for name in ("direction_accuracy", "majority_vote_accuracy", "clustered_mean_se"):
+    assert getattr(metrics, name) is getattr(direction_stats, name)
