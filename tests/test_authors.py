@@ -234,7 +234,7 @@ def test_existing_workdir_is_refused(tmp_path):
 
 
 def test_resnet_keys_are_torchvisions():
-  """The helper's ResNet-18 has the keys and shapes of the public wrapper around torchvision's."""
+  """The re-implementation's ResNet-18 has the keys and shapes of the public wrapper around torchvision's."""
   torchvision = pytest.importorskip("torchvision")
   body = torchvision.models.resnet18()
   wrapper = torch.nn.Module()
