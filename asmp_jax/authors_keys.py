@@ -115,9 +115,9 @@ def _rules_graph() -> dict[str, Rule]:
 
 
 def _rules_dir_classifier() -> dict[str, Rule]:
-  return (_rules_linear("0.", ("dir_classifier", "fc1")) | _rules_bn("1.", ("dir_classifier", "bn1"))
-          | _rules_linear("3.", ("dir_classifier", "fc2"))
-          | _rules_bn("4.", ("dir_classifier", "bn2")))
+  d = "dir_classifier"
+  return (_rules_linear("0.", (d, "fc1")) | _rules_bn("1.", (d, "bn1"))
+          | _rules_linear("3.", (d, "fc2")) | _rules_bn("4.", (d, "bn2")))
 
 
 def _rules_map_net() -> dict[str, Rule]:

@@ -34,9 +34,9 @@ conditioned on our scene graph of the window it starts in (separation) or of the
 (``asmp_data/asiw/classes.tsv``). A video's separated sound is the mask of its slot that holds
 the first GRU step (its first valid slot) for the released networks (``graph_mode="authors"``:
 the test scripts condition the U-Net on the first GRU step only) and the sum of its valid slots'
-masks otherwise; the direction of a video is that slot's for the released networks, otherwise the auditory slot whose consistency classifier
-gives the listed class the highest probability. A pair whose clip is not in the split is skipped
-and counted.
+masks otherwise; the direction of a video is that slot's for the released networks, otherwise
+the auditory slot whose consistency classifier gives the listed class the highest probability.
+A pair whose clip is not in the split is skipped and counted.
 """
 from __future__ import annotations
 

@@ -72,7 +72,8 @@ def _graphs(rng):
   sym[0, 2] = sym[2, 0] = np.nan
   weight = np.array([[sym[i, j] for i, j in pairs]] * 2, np.float32)[None]
   edge_mask = node_mask[0][:, senders[0, 0]] & node_mask[0][:, receivers[0, 0]]
-  batch = {"node_features": nf, "node_mask": node_mask, "node_type": np.zeros((1, 2, NODES), np.int32),
+  batch = {"node_features": nf, "node_mask": node_mask,
+           "node_type": np.zeros((1, 2, NODES), np.int32),
            "senders": senders, "receivers": receivers, "edge_weight": weight,
            "edge_mask": edge_mask[None], "source_mask": np.ones((1, 2, 3), bool)}
   return batch, sym
@@ -152,7 +153,8 @@ def test_every_release_value_lands_once_unchanged(converted):
   np.testing.assert_array_equal(flat["params/graph_encoder/gat/lin/kernel"],
                                 sd["node_conv.lin_src.weight"].numpy().T)
   note = json.loads((root / "run" / convert_authors.RELEASE_NOTE).read_text())
-  assert note["classifier_final.pth"]["feature_extraction.0.weight"] == "params/classifier/stem/kernel"
+  kernel = note["classifier_final.pth"]["feature_extraction.0.weight"]
+  assert kernel == "params/classifier/stem/kernel"
   assert "conv1.weight" not in note["classifier_final.pth"]   # one tensor under two names
   assert note["counters"]["unet_final.pth:audionet_convlayer1.1.num_batches_tracked"] == 7
   assert record["files"] == sorted(authors_torch.RELEASE_FILES)
@@ -234,7 +236,8 @@ def test_existing_workdir_is_refused(tmp_path):
 
 
 def test_resnet_keys_are_torchvisions():
-  """The re-implementation's ResNet-18 has the keys and shapes of the public wrapper around torchvision's."""
+  """The re-implementation's ResNet-18 has the keys and shapes of the public wrapper around
+  torchvision's."""
   torchvision = pytest.importorskip("torchvision")
   body = torchvision.models.resnet18()
   wrapper = torch.nn.Module()

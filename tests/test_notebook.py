@@ -100,8 +100,9 @@ def test_notebook_restores_a_converted_release(tiny_data_dir, tmp_path, monkeypa
   convert_authors.main([f"--checkpoint_dir={tmp_path / 'rel'}", f"--workdir={run}",
                         f"--config={os.path.join(REPO, 'configs', 'synthetic_tiny.py')}",
                         f"--data_dir={tiny_data_dir}"])
-  stem = os.path.splitext(sorted(glob.glob(os.path.join(
-      tiny_data_dir, "downloads", "asmp_synthetic_clips", "tiny-*", "test", "test_00000.mp4")))[-1])[0]
+  clips = glob.glob(os.path.join(tiny_data_dir, "downloads", "asmp_synthetic_clips", "tiny-*",
+                                 "test", "test_00000.mp4"))
+  stem = os.path.splitext(sorted(clips)[-1])[0]
   _, text = _run_notebook(monkeypatch, run, stem)
   assert f"restored step 0 of {run}" in text
   assert "background: sounds like" in text
