@@ -76,6 +76,7 @@ def main():
   p.add_argument("--batch_size", type=int, default=4)
   p.add_argument("--clip", action="store_true", help="also time preprocess_videos on one clip")
   p.add_argument("--seconds", type=float, default=10.0, help="length of that clip")
+  p.add_argument("--skip_rates", action="store_true", help="only the clip (with --clip)")
   args = p.parse_args()
   import torch  # pylint: disable=g-import-not-at-top
   from asmp_jax import vision  # pylint: disable=g-import-not-at-top
@@ -87,16 +88,17 @@ def main():
   frames = textured_frames(args.frames, args.height, args.width)
   with tempfile.TemporaryDirectory() as d:
     w = save_full_size(d)
-    for name in ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"):
+    for name in () if args.skip_rates else ("fasterrcnn_resnet50_fpn",
+                                            "fasterrcnn_resnet50_fpn_v2"):
       prov = detector.FasterRCNNDetector(w[name], batch_size=args.batch_size)
       r = rate(prov.detect, frames)
       print(f"detector {name:28s} {r:7.3f} frames/s (input resized to shorter side 800 px)")
-    for name in ("dpt-hybrid-midas", "dpt-large"):
+    for name in () if args.skip_rates else ("dpt-hybrid-midas", "dpt-large"):
       prov = depth.DPTDepth(w[name], batch_size=args.batch_size)
       r = rate(prov.depth, frames)
       print(f"depth    {name:28s} {r:7.3f} frames/s (model input {prov.image_size}x"
             f"{prov.image_size})")
-    for name in ("raft_small", "raft_large"):
+    for name in () if args.skip_rates else ("raft_small", "raft_large"):
       prov = flow.RAFTFlow(w[name], batch_size=args.batch_size)
       r = rate(prov.flow, frames, pairs=True)
       h8, w8 = flow.model_size(args.height, args.width)

@@ -184,3 +184,19 @@ def test_paper_setting_checkpoint_separates_a_video_with_the_detector(weights, t
     vision.check_checkpoint(config, learned, None)
   with pytest.raises(ValueError, match="pass --detector_weights"):
     vision.check_checkpoint(config, vision.VisionProviders(), None)
+
+
+@pytest.mark.slow
+def test_preprocess_videos_reports_a_video_without_detections(weights, tmp_path):
+  from asmp_jax import preprocess_videos  # pylint: disable=g-import-not-at-top
+  vids = tmp_path / "videos"
+  vids.mkdir()
+  make_video(str(vids / "quiet.mp4"), seconds=1.0)
+  learned = vision.VisionProviders.load(
+      weights["detector"], detector_score_threshold=1.0, detector_min_size=64,
+      detector_kwargs={"rpn_post_nms_top_n_test": 10})  # nothing scores 1.0
+  report = preprocess_videos.run(str(vids), str(tmp_path / "out"), learned=learned,
+                                 num_windows=1)
+  assert report["videos"]["quiet"]["status"] == "done, no detections"
+  dets = graph_providers.load_detections(str(tmp_path / "out" / "detections" / "quiet.npz"))
+  assert len(dets) == 0 and dets.feature.shape == (0, 2048)

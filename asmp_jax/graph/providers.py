@@ -77,7 +77,9 @@ class Detections:
         raise ProviderError(f"detections: {name} has {len(getattr(self, name))} rows, "
                             f"frame has {n}")
     if self.feature is not None:
-      self.feature = np.asarray(self.feature, np.float32).reshape(n, -1)
+      feature = np.asarray(self.feature, np.float32)
+      # reshape(0, -1) is ambiguous: an empty [0, F] array keeps its F.
+      self.feature = (feature.reshape(n, -1) if n or feature.ndim != 2 else feature)
     if self.track is not None:
       self.track = np.asarray(self.track, np.int32).reshape(n)
 
