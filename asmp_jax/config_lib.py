@@ -59,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- preprocessing (graph building)
   c.graph = g = ml_collections.ConfigDict()
-  g.feature_extractor = "hog_color"  # hog_color | precomputed | sidecar
+  g.feature_extractor = "hog_color"  # hog_color | precomputed | resnet18_crops
+  g.crop_encoder_weights = ""  # resnet18_crops: torchvision resnet18 state_dict (.pth) | random
   g.detections = "noisy"  # synthetic: noisy (simulated detector) | exact (ground-truth boxes)
   g.depth = "provider"  # provider (sidecar/MiDaS files) | flat
   g.flow = "provider"  # provider (sidecar/RAFT files) | opencv (DIS on decoded frames)

@@ -58,6 +58,8 @@ class PreprocessConfig:
   no_motion_thresholds: tuple[float, float, float] = (0.02, 0.02, 0.1)
   # Background-node feature with feature_extractor="precomputed" (see precomputed_features).
   background_feature: str = "zeros"
+  # Weight file of the feature extractor (feature_extractor="resnet18_crops": a ResNet-18 .pth).
+  crop_encoder_weights: str = ""
 
   @classmethod
   def from_config(cls, config) -> "PreprocessConfig":
@@ -69,7 +71,8 @@ class PreprocessConfig:
                min_context_score=g.min_context_score, edge_mode=g.edge_mode,
                rbf_percentile=g.rbf_percentile, rectify=g.rectify,
                no_motion_thresholds=tuple(g.no_motion_thresholds),
-               background_feature=g.get("background_feature", "zeros"))
+               background_feature=g.get("background_feature", "zeros"),
+               crop_encoder_weights=g.get("crop_encoder_weights", ""))
 
 
 def select_sources(dets: Detections, auditory_class_ids: np.ndarray,
@@ -265,7 +268,8 @@ def preprocess_clip(frames: np.ndarray, audio: np.ndarray, dets: Detections, dep
           dets, np.concatenate([aud_det, ctx_idx]), np.nonzero(in_ref)[0], cfg.background_feature,
           None if background_features is None else background_features[ref])
     else:
-      feats = graph_features.extract(cfg.feature_extractor, frames[ref], boxes)
+      feats = graph_features.extract(cfg.feature_extractor, frames[ref], boxes,
+                                     weights=cfg.crop_encoder_weights)
     out["node_features"][wi, slots] = feats.astype(np.float16)
     out["node_mask"][wi, slots] = True
     snd = slots[np.asarray(graph["senders"], np.int64)]

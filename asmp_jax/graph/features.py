@@ -16,18 +16,29 @@ default is a fixed descriptor that needs no learned parameters:
 ``precomputed``: the detector features shipped with a data set (e.g. the 2048-d region features of
 the authors' released ASIW files); the provider hands them over and this module only checks shapes.
 
+``resnet18_crops`` (512-d, float32): each box's crop of the reference frame, resized to 224x224,
+through a torchvision ResNet-18 globally average-pooled (Co-Separation's object features; the
+weights are a local ``state_dict`` file, ``config.graph.crop_encoder_weights``; needs torch; see
+:mod:`asmp_jax.vision.crops`).
+
+Extractors are registered by name (:func:`register`); ``config.graph.feature_extractor`` picks one.
+
 The extractor's name and output size are recorded in the data set and in the checkpoint's config;
 inference refuses a checkpoint whose extractor differs from the one it is asked to use.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import cv2
 import numpy as np
 
 HOG_COLOR = "hog_color"
 PRECOMPUTED = "precomputed"
-EXTRACTORS = (HOG_COLOR, PRECOMPUTED)
+RESNET18_CROPS = "resnet18_crops"
+RESNET18_CROPS_DIM = 512  # ResNet-18 channels after global average pooling
 
 _PATCH = 32
 _HUE_BINS, _SAT_BINS, _VAL_BINS = 8, 3, 3
@@ -73,18 +84,8 @@ def hog(gray: np.ndarray) -> np.ndarray:
   return blocks.reshape(k, -1).astype(np.float32)
 
 
-def feature_dim(name: str, precomputed_dim: int | None = None) -> int:
-  """Size of the feature vector produced by extractor ``name``."""
-  if name == HOG_COLOR:
-    return HOG_COLOR_DIM
-  if name == PRECOMPUTED:
-    if not precomputed_dim:
-      raise ValueError("feature extractor 'precomputed' needs the data set's feature size")
-    return int(precomputed_dim)
-  raise ValueError(f"unknown feature extractor {name!r}; expected one of {EXTRACTORS}")
-
-
-def _crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+def crop_box(frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+  """The pixels of ``box`` (x0, y0, x1, y1) clipped to ``frame``; None outside it or without area."""
   h, w = frame.shape[:2]
   x0, y0, x1, y1 = box
   x0 = int(np.clip(np.floor(x0), 0, w - 1))
@@ -115,7 +116,7 @@ def hog_color_features(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   out = np.zeros((len(boxes), HOG_COLOR_DIM), np.float32)
   keep, patches, hists = [], [], []
   for k, box in enumerate(boxes):  # K <= 23 boxes per frame; resizing and histograms are OpenCV's.
-    crop = _crop(frame, box)
+    crop = crop_box(frame, box)
     if crop is None:
       continue
     patch = cv2.resize(crop, (_PATCH, _PATCH), interpolation=cv2.INTER_AREA)
@@ -136,18 +137,74 @@ def hog_color_features(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   return out
 
 
+def _precomputed(frame, boxes, precomputed, weights):
+  del frame, weights
+  if precomputed is None:
+    raise ValueError("feature extractor 'precomputed' chosen but the provider has no features "
+                     "for these detections")
+  precomputed = np.asarray(precomputed, np.float32)
+  if precomputed.shape[0] != np.asarray(boxes).reshape(-1, 4).shape[0]:
+    raise ValueError(f"{precomputed.shape[0]} precomputed features for "
+                     f"{np.asarray(boxes).reshape(-1, 4).shape[0]} boxes")
+  return precomputed
+
+
+def _precomputed_dim(precomputed_dim):
+  if not precomputed_dim:
+    raise ValueError("feature extractor 'precomputed' needs the data set's feature size")
+  return int(precomputed_dim)
+
+
+def _resnet18_crops(frame, boxes, precomputed, weights):
+  del precomputed
+  from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top  (torch: optional)
+  return crops.crop_features(frame, boxes, weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+  """A node-feature extractor.
+
+  Attributes:
+    dim: ``precomputed_dim -> int``, the size of its feature vector.
+    extract: ``(frame, boxes, precomputed, weights) -> float32 [K, dim]``.
+  """
+  dim: Callable[[int | None], int]
+  extract: Callable[..., np.ndarray]
+
+
+_REGISTRY: dict[str, Extractor] = {}
+
+
+def register(name: str, extractor: Extractor) -> None:
+  """Makes ``extractor`` selectable as ``config.graph.feature_extractor = name``."""
+  _REGISTRY[name] = extractor
+
+
+register(HOG_COLOR, Extractor(lambda _: HOG_COLOR_DIM,
+                              lambda frame, boxes, *_: hog_color_features(frame, boxes)))
+register(PRECOMPUTED, Extractor(_precomputed_dim, _precomputed))
+register(RESNET18_CROPS, Extractor(lambda _: RESNET18_CROPS_DIM, _resnet18_crops))
+EXTRACTORS = tuple(_REGISTRY)
+
+
+def _get(name: str) -> Extractor:
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown feature extractor {name!r}; expected one of {tuple(_REGISTRY)}")
+  return _REGISTRY[name]
+
+
+def feature_dim(name: str, precomputed_dim: int | None = None) -> int:
+  """Size of the feature vector produced by extractor ``name``."""
+  return _get(name).dim(precomputed_dim)
+
+
 def extract(name: str, frame: np.ndarray, boxes: np.ndarray,
-            precomputed: np.ndarray | None = None) -> np.ndarray:
-  """Features of ``boxes`` in ``frame`` with extractor ``name`` (see module docstring)."""
-  if name == HOG_COLOR:
-    return hog_color_features(frame, boxes)
-  if name == PRECOMPUTED:
-    if precomputed is None:
-      raise ValueError("feature extractor 'precomputed' chosen but the provider has no features "
-                       "for these detections")
-    precomputed = np.asarray(precomputed, np.float32)
-    if precomputed.shape[0] != np.asarray(boxes).reshape(-1, 4).shape[0]:
-      raise ValueError(f"{precomputed.shape[0]} precomputed features for "
-                       f"{np.asarray(boxes).reshape(-1, 4).shape[0]} boxes")
-    return precomputed
-  raise ValueError(f"unknown feature extractor {name!r}; expected one of {EXTRACTORS}")
+            precomputed: np.ndarray | None = None, weights: str | None = None) -> np.ndarray:
+  """Features of ``boxes`` in ``frame`` with extractor ``name`` (see module docstring).
+
+  Args:
+    precomputed: the detector's features of ``boxes`` (``precomputed`` only).
+    weights: the extractor's weight file (``resnet18_crops``: ``config.graph.crop_encoder_weights``).
+  """
+  return _get(name).extract(frame, boxes, precomputed, weights)
