@@ -21,371 +21,28 @@ Everything after ``--`` is passed to ``launch.py`` unchanged, on every worker. T
 With ``--dry_run`` the commands are printed, one per line, as a shell script (explanations are
 ``#`` comments) and nothing is run. Without it they run in order and the first failure stops the
 submission with the failing command. The command builders are pure functions of a
-:class:`SubmitConfig` so they can be checked without gcloud.
+submission config (asmp_jax.tpu_config.SubmitConfig) so they can be checked without gcloud.
 
-Slice sizes (Cloud TPU docs: tpu/docs/v4, v5e, v5p, v6e, system-architecture): the number in
-``v2/v3/v4/v5p-N`` counts TensorCores (2 per chip, 4 chips per worker VM), so v4-8 is one worker and
-v4-32 four; the number in ``v5litepod-N`` / ``v6e-N`` counts chips (1 TensorCore each); slices of up
-to 8 chips are one VM, larger ones have 4 chips per VM (v5litepod-16: 4 workers). JAX sees one
-device per chip on v4/v5p (megacore), so ``train.batch_size`` must be a multiple of 16 on a v4-32;
-:func:`parse_args` checks it. docs/cloud_tpu.md gives the sources.
+Slice sizes and the submission's arguments are checked in asmp_jax.tpu_config (docs/cloud_tpu.md
+gives the sources).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import re
-import runpy
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-# Remote layout, relative to the home directory of the ssh user on every worker.
-REMOTE_SRC = "asmp-jax"
-REMOTE_TARBALL = "asmp-jax.tar.gz"
-REMOTE_VENV = "asmp-venv"
-REMOTE_LOGS = "asmp_logs"
-# etils.epath (used by TFDS and Orbax) reaches gs:// through fsspec/gcsfs when TensorFlow is not
-# installed; tensorboardX writes gs:// event files through google-cloud-storage.
-GCS_PACKAGES = ("gcsfs", "google-cloud-storage")
-DEFAULT_JAX_VERSION = "0.10.2"  # must equal the jax pin in requirements.txt (checked by a test)
-DEFAULT_PYTHON = "3.11"  # the project needs >= 3.11 (jax 0.10.2 does too)
-QUEUED_ACTIVE = "ACTIVE"
-QUEUED_FAILED = ("FAILED", "SUSPENDING", "SUSPENDED")
-
-
-class SubmitArgumentError(ValueError):
-  """An argument of the submission is invalid; the message names the flag."""
+from asmp_jax import tpu_config
 
 
 class StepFailedError(RuntimeError):
   """A command of the submission failed; the message names the step and the command."""
-
-
-# ----------------------------------------------------------------------------- slice geometry
-
-
-@dataclasses.dataclass(frozen=True)
-class _Generation:
-  counts: str  # what the number in the accelerator type counts: "tensorcores" or "chips"
-  cores_per_chip: int
-  chips_per_worker: int  # chips per VM in multi-host slices
-  max_single_host_chips: int  # slices up to this many chips are one VM
-  runtime_version: str  # Cloud TPU software version recommended for JAX (tpu/docs/runtimes)
-  megacore: bool = False  # JAX sees the chip's 2 TensorCores as one device (v4, v5p)
-  sizes: frozenset[int] | None = None  # allowed numbers; None: any multiple of one worker
-
-
-_V5E_SIZES = frozenset({1, 4, 8, 16, 32, 64, 128, 256})
-_GENERATIONS = {
-    "v2": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base"),
-    "v3": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base"),
-    "v4": _Generation("tensorcores", 2, 4, 4, "tpu-ubuntu2204-base", megacore=True),
-    "v5p": _Generation("tensorcores", 2, 4, 4, "v2-alpha-tpuv5", megacore=True),
-    "v5litepod": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv5-lite", sizes=_V5E_SIZES),
-    "v6e": _Generation("chips", 1, 4, 8, "v2-alpha-tpuv6e", sizes=_V5E_SIZES),
-}
-_ACCELERATOR_RE = re.compile(r"^(?P<gen>[a-z0-9]+?)-(?P<n>[0-9]+)$")
-
-
-@dataclasses.dataclass(frozen=True)
-class SliceSpec:
-  """Geometry of a TPU slice.
-
-  ``workers`` is the number of TPU VMs (one JAX process each); ``jax_devices`` the global
-  ``jax.device_count()``: one per chip on v4/v5p (megacore) and v5e/v6e, one per TensorCore on
-  v2/v3.
-  """
-  accelerator_type: str
-  generation: str
-  chips: int
-  tensorcores: int
-  workers: int
-  chips_per_worker: int
-  jax_devices: int
-  runtime_version: str
-
-  def describe(self) -> str:
-    return (f"{self.accelerator_type}: {self.chips} chips ({self.tensorcores} TensorCores, "
-            f"{self.jax_devices} JAX devices), {self.workers} worker VM"
-            f"{'s' if self.workers > 1 else ''} with {self.chips_per_worker} chips each")
-
-
-def slice_spec(accelerator_type: str) -> SliceSpec:
-  """Parses ``v4-32`` / ``v5litepod-16`` / ``v5p-8`` ... into the slice geometry.
-
-  Raises:
-    SubmitArgumentError: naming ``--accelerator_type`` when the type is unknown or its size is not
-      a valid slice.
-  """
-  m = _ACCELERATOR_RE.match(accelerator_type)
-  gen = _GENERATIONS.get(m.group("gen")) if m else None
-  if m is None or gen is None:
-    raise SubmitArgumentError(
-        f"--accelerator_type={accelerator_type!r}: expected <generation>-<size> with generation "
-        f"one of {sorted(_GENERATIONS)}, e.g. v4-32, v5litepod-16, v5p-8, v6e-8")
-  n = int(m.group("n"))
-  if gen.counts == "tensorcores":
-    per_worker = gen.chips_per_worker * gen.cores_per_chip
-    if n < per_worker or n % per_worker:
-      raise SubmitArgumentError(
-          f"--accelerator_type={accelerator_type!r}: the size of a {m.group('gen')} slice counts "
-          f"TensorCores and must be a positive multiple of {per_worker} (one worker VM)")
-    chips = n // gen.cores_per_chip
-  else:
-    if gen.sizes is not None and n not in gen.sizes:
-      raise SubmitArgumentError(
-          f"--accelerator_type={accelerator_type!r}: {m.group('gen')} slices have "
-          f"{sorted(gen.sizes)} chips")
-    chips = n
-  if chips <= gen.max_single_host_chips:
-    workers, per = 1, chips
-  else:
-    workers, per = chips // gen.chips_per_worker, gen.chips_per_worker
-  cores = chips * gen.cores_per_chip
-  devices = chips if gen.megacore else cores
-  return SliceSpec(accelerator_type, m.group("gen"), chips, cores, workers, per, devices,
-                   gen.runtime_version)
-
-
-def worker_count(accelerator_type: str) -> int:
-  """Number of TPU VMs (hosts, JAX processes) of a slice: v4-8 -> 1, v4-32 -> 4."""
-  return slice_spec(accelerator_type).workers
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class SubmitConfig:
-  """Everything a submission needs; build with :func:`parse_args` (which validates)."""
-  name: str
-  zone: str
-  accelerator_type: str
-  launch_args: tuple[str, ...]
-  runtime_version: str = ""  # "" -> the generation's recommended version
-  project: str = ""
-  spot: bool = False
-  reserved: bool = False
-  queued: bool = False
-  bucket: str = ""
-  data_dir: str = ""
-  env: tuple[tuple[str, str], ...] = ()
-  create_args: tuple[str, ...] = ()  # extra gcloud create flags, e.g. --service-account=...
-  dry_run: bool = False
-  skip_create: bool = False
-  python: str = DEFAULT_PYTHON
-  jax_version: str = DEFAULT_JAX_VERSION
-  poll_seconds: float = 60.0
-  staging_dir: str = ""  # local folder for the code tarball; "" -> the system temp folder
-  repo_dir: str = ""  # git checkout to ship; "" -> the one holding this package
-
-  @property
-  def slice(self) -> SliceSpec:
-    return slice_spec(self.accelerator_type)
-
-  @property
-  def version(self) -> str:
-    return self.runtime_version or self.slice.runtime_version
-
-  @property
-  def tarball(self) -> str:
-    return os.path.join(self.staging_dir or tempfile.gettempdir(), f"asmp-submit-{self.name}",
-                        REMOTE_TARBALL)
-
-  @property
-  def repo(self) -> str:
-    return self.repo_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-_ZONE_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
-_PROJECT_RE = re.compile(r"^([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")  # optional domain:
-_BUCKET_RE = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PYTHON_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?$|^/[A-Za-z0-9._/+-]+$")
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-
-
-def launch_flag(launch_args: Sequence[str], flag: str) -> str | None:
-  """Value of ``--flag=V`` or ``--flag V`` among launch.py arguments (the last one wins)."""
-  value = None
-  for i, arg in enumerate(launch_args):
-    if arg.startswith(f"--{flag}="):
-      value = arg.split("=", 1)[1]
-    elif arg == f"--{flag}" and i + 1 < len(launch_args):
-      value = launch_args[i + 1]
-  return value
-
-
-def validate(cfg: SubmitConfig) -> None:
-  """Raises :class:`SubmitArgumentError` naming the offending flag."""
-  if not _NAME_RE.match(cfg.name):
-    raise SubmitArgumentError(
-        f"--name={cfg.name!r}: 1-63 characters, lowercase letters, digits and '-', starting with a "
-        "letter and not ending with '-'")
-  if not _ZONE_RE.match(cfg.zone):
-    raise SubmitArgumentError(f"--zone={cfg.zone!r}: expected a zone such as us-central2-b")
-  spec = slice_spec(cfg.accelerator_type)
-  if cfg.runtime_version and not _VERSION_RE.match(cfg.runtime_version):
-    raise SubmitArgumentError(f"--runtime_version={cfg.runtime_version!r} is not a version name")
-  if cfg.project and not _PROJECT_RE.match(cfg.project):
-    raise SubmitArgumentError(f"--project={cfg.project!r} is not a Google Cloud project ID")
-  if cfg.spot and cfg.reserved:
-    raise SubmitArgumentError("--spot and --reserved are mutually exclusive")
-  if cfg.bucket and not _BUCKET_RE.match(cfg.bucket):
-    raise SubmitArgumentError(f"--bucket={cfg.bucket!r}: expected gs://BUCKET[/PATH]")
-  if any(c in cfg.data_dir for c in "\n\0"):
-    raise SubmitArgumentError(f"--data_dir={cfg.data_dir!r} contains a newline or NUL")
-  for key, value in cfg.env:
-    if not _ENV_KEY_RE.match(key) or any(c in value for c in "\n\0"):
-      raise SubmitArgumentError(f"--env={key}={value!r}: expected NAME=VALUE with NAME a shell "
-                                "variable name and VALUE on one line")
-  for arg in cfg.create_args:
-    if not arg.startswith("--") or any(c in arg for c in "\n\0"):
-      raise SubmitArgumentError(f"--create_arg={arg!r}: expected a gcloud flag such as "
-                                "--service-account=SA or --internal-ips")
-  if not _PYTHON_RE.match(cfg.python):
-    raise SubmitArgumentError(f"--python={cfg.python!r}: expected a version such as 3.11 or an "
-                              "absolute interpreter path")
-  if not _VERSION_RE.match(cfg.jax_version):
-    raise SubmitArgumentError(f"--jax_version={cfg.jax_version!r} is not a version")
-  if cfg.poll_seconds <= 0:
-    raise SubmitArgumentError(f"--poll_seconds={cfg.poll_seconds}: must be positive")
-  if any(c in arg for arg in cfg.launch_args for c in "\n\0"):
-    raise SubmitArgumentError("launch.py arguments after '--' may not contain newlines or NUL")
-  if launch_flag(cfg.launch_args, "config") is None:
-    raise SubmitArgumentError("launch.py needs --config=configs/<name>.py after '--'")
-  workdir = launch_flag(cfg.launch_args, "workdir")
-  if workdir is None:
-    raise SubmitArgumentError("launch.py needs --workdir=... after '--' (or give --bucket to use "
-                              "<bucket>/runs/<name>)")
-  if spec.workers > 1 and not workdir.startswith("gs://"):
-    raise SubmitArgumentError(
-        f"--workdir={workdir!r}: a {spec.workers}-worker slice checkpoints collectively, so the "
-        "workdir must be shared by all workers: use a gs:// path")
-
-
-def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
-  """(our flags, launch.py arguments after the first '--' or None when there is no '--')."""
-  argv = list(argv)
-  if "--" not in argv:
-    return argv, None
-  i = argv.index("--")
-  return argv[:i], argv[i + 1:]
-
-
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m asmp_jax.tpu_submit",
-      description="Create a Cloud TPU VM slice, ship this repository and run launch.py on every "
-                  "worker. Arguments after '--' go to launch.py unchanged.")
-  p.add_argument("--name", required=True, help="TPU VM (and queued-resource) name.")
-  p.add_argument("--zone", required=True, help="Zone, e.g. us-central2-b.")
-  p.add_argument("--accelerator_type", required=True, help="e.g. v4-32, v5litepod-16, v5p-8.")
-  p.add_argument("--runtime_version", default="",
-                 help="TPU software version; default: the one Cloud TPU recommends for JAX on "
-                      "this generation (tpu-ubuntu2204-base for v4 and older).")
-  p.add_argument("--project", default="", help="Google Cloud project (default: gcloud config).")
-  cap = p.add_mutually_exclusive_group()
-  cap.add_argument("--spot", action="store_true", help="Spot capacity (preemptible).")
-  cap.add_argument("--reserved", action="store_true", help="Reserved capacity.")
-  p.add_argument("--queued", action="store_true",
-                 help="Request the slice as a queued resource and wait until it is ACTIVE.")
-  p.add_argument("--bucket", default="",
-                 help="gs:// bucket; default --workdir <bucket>/runs/<name> and TFDS data dir "
-                      "<bucket>/tensorflow_datasets when those are not given.")
-  p.add_argument("--data_dir", default="",
-                 help="TFDS data dir exported as TFDS_DATA_DIR on every worker.")
-  p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                 help="Extra environment variable for launch.py (repeatable).")
-  p.add_argument("--create_arg", action="append", default=[], metavar="--FLAG[=VALUE]",
-                 help="Extra flag for the gcloud create command, e.g. "
-                      "--create_arg=--service-account=SA (repeatable).")
-  p.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
-  p.add_argument("--skip_create", action="store_true",
-                 help="Use an existing slice of this name (ship, install and run only).")
-  p.add_argument("--python", default=DEFAULT_PYTHON,
-                 help="Python for the workers' virtualenv (uv fetches it if missing).")
-  p.add_argument("--jax_version", default=DEFAULT_JAX_VERSION,
-                 help="Version of jax[tpu] installed on the workers.")
-  p.add_argument("--poll_seconds", type=float, default=60.0,
-                 help="Seconds between queued-resource state checks.")
-  p.add_argument("--staging_dir", default="", help="Local folder for the code tarball.")
-  p.add_argument("--repo_dir", default="", help="Git checkout to ship (default: this one).")
-  return p
-
-
-def parse_args(argv: Sequence[str]) -> SubmitConfig:
-  """Parses and validates ``[flags] -- [launch.py arguments]``.
-
-  Raises:
-    SubmitArgumentError: an invalid value (the message names the flag).
-    SystemExit: from argparse for unknown or missing flags (usage on stderr).
-  """
-  ours, launch_args = _split_argv(argv)
-  ns = _parser().parse_args(ours)  # first, so that -h and missing flags are reported as usual
-  if launch_args is None:
-    raise SubmitArgumentError("put the launch.py arguments after '--', e.g. "
-                              "-- --config=configs/asiw.py --workdir=gs://BUCKET/runs/asiw")
-  env = []
-  for item in ns.env:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise SubmitArgumentError(f"--env={item!r}: expected NAME=VALUE")
-    env.append((key, value))
-  bucket = ns.bucket.rstrip("/")
-  data_dir = ns.data_dir
-  if bucket and _BUCKET_RE.match(bucket):
-    if launch_flag(launch_args, "workdir") is None:
-      launch_args = [*launch_args, f"--workdir={bucket}/runs/{ns.name}"]
-    if not data_dir:
-      data_dir = f"{bucket}/tensorflow_datasets"
-  cfg = SubmitConfig(
-      name=ns.name, zone=ns.zone, accelerator_type=ns.accelerator_type,
-      launch_args=tuple(launch_args), runtime_version=ns.runtime_version, project=ns.project,
-      spot=ns.spot, reserved=ns.reserved, queued=ns.queued, bucket=bucket, data_dir=data_dir,
-      env=tuple(env), create_args=tuple(ns.create_arg), dry_run=ns.dry_run,
-      skip_create=ns.skip_create, python=ns.python, jax_version=ns.jax_version,
-      poll_seconds=ns.poll_seconds, staging_dir=ns.staging_dir, repo_dir=ns.repo_dir)
-  validate(cfg)
-  _check_batch_size(cfg)
-  return cfg
-
-
-def config_batch_size(cfg: SubmitConfig) -> int | None:
-  """``train.batch_size`` launch.py will use: the override after '--', else the config file's.
-
-  Returns None when the config file cannot be loaded here (it is then only checked on the slice).
-  """
-  override = launch_flag(cfg.launch_args, "config.train.batch_size")
-  if override is not None:
-    try:
-      return int(override)
-    except ValueError:
-      return None
-  path = (launch_flag(cfg.launch_args, "config") or "").split(":", 1)[0]
-  try:
-    config = runpy.run_path(os.path.join(cfg.repo, path))["get_config"]()
-    return int(config.train.batch_size)
-  except Exception:  # pylint: disable=broad-except
-    return None
-
-
-def _check_batch_size(cfg: SubmitConfig) -> None:
-  """train.py shards the global batch over all devices, so it refuses sizes that do not divide."""
-  batch, devices = config_batch_size(cfg), cfg.slice.jax_devices
-  if batch is not None and batch % devices:
-    raise SubmitArgumentError(
-        f"--config.train.batch_size={batch} is not divisible by the {devices} JAX devices of "
-        f"{cfg.accelerator_type} (train.py would stop at start-up): pass e.g. "
-        f"--config.train.batch_size={-(-batch // devices) * devices} after '--'")
 
 
 # ----------------------------------------------------------------------------- command builders
@@ -399,11 +56,11 @@ class Step:
   until: str | None = None
 
 
-def _scope(cfg: SubmitConfig) -> list[str]:
+def _scope(cfg: tpu_config.SubmitConfig) -> list[str]:
   return [f"--zone={cfg.zone}"] + ([f"--project={cfg.project}"] if cfg.project else [])
 
 
-def create_command(cfg: SubmitConfig) -> list[str]:
+def create_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """``gcloud compute tpus tpu-vm create`` (or ``queued-resources create`` with --queued)."""
   capacity = ["--spot"] if cfg.spot else ["--reserved"] if cfg.reserved else []
   if cfg.queued:
@@ -415,58 +72,58 @@ def create_command(cfg: SubmitConfig) -> list[str]:
           *cfg.create_args]
 
 
-def queued_state_command(cfg: SubmitConfig) -> list[str]:
+def queued_state_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """Prints the queued resource's state (WAITING_FOR_RESOURCES, PROVISIONING, ACTIVE, FAILED...)."""
   return ["gcloud", "compute", "tpus", "queued-resources", "describe", cfg.name, *_scope(cfg),
           "--format=value(state.state)"]
 
 
-def archive_command(cfg: SubmitConfig) -> list[str]:
+def archive_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """``git archive`` of HEAD: the committed, git-tracked files (uncommitted edits are not sent)."""
   return ["git", "-C", cfg.repo, "archive", "--format=tar.gz", f"--output={cfg.tarball}", "HEAD"]
 
 
-def copy_command(cfg: SubmitConfig) -> list[str]:
+def copy_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """Copies the tarball into the home directory of every worker."""
   return ["gcloud", "compute", "tpus", "tpu-vm", "scp", cfg.tarball, f"{cfg.name}:",
           "--recurse", "--worker=all", *_scope(cfg)]
 
 
-def ssh_command(cfg: SubmitConfig, script: str, worker: str = "all") -> list[str]:
+def ssh_command(cfg: tpu_config.SubmitConfig, script: str, worker: str = "all") -> list[str]:
   """Runs ``script`` (one shell line) on ``worker`` ("all", or an index) of the slice."""
   return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", cfg.name, *_scope(cfg),
           f"--worker={worker}", f"--command={script}"]
 
 
-def install_script(cfg: SubmitConfig) -> str:
+def install_script(cfg: tpu_config.SubmitConfig) -> str:
   """Shell line run on every worker: unpack the code, make the venv, install everything."""
-  venv_python = f"~/{REMOTE_VENV}/bin/python"
+  venv_python = f"~/{tpu_config.REMOTE_VENV}/bin/python"
   uv_pip = "python3 -m uv pip"
   uv_install = f"{uv_pip} install --python {venv_python}"
   # Versions are validated to [A-Za-z0-9._+-]: double quotes only stop the shell's [] globbing.
   return "; ".join([
       "set -e",
-      f"rm -rf ~/{REMOTE_SRC}",
-      f"mkdir -p ~/{REMOTE_SRC}",
-      f"tar -xzf ~/{REMOTE_TARBALL} -C ~/{REMOTE_SRC}",
-      f"cd ~/{REMOTE_SRC}",
+      f"rm -rf ~/{tpu_config.REMOTE_SRC}",
+      f"mkdir -p ~/{tpu_config.REMOTE_SRC}",
+      f"tar -xzf ~/{tpu_config.REMOTE_TARBALL} -C ~/{tpu_config.REMOTE_SRC}",
+      f"cd ~/{tpu_config.REMOTE_SRC}",
       # PEP 668 images refuse user installs unless told (pip >= 23.0.1 knows the flag).
       "{ python3 -m pip install --user --upgrade uv || "
       "python3 -m pip install --user --upgrade --break-system-packages uv; }",
       f"[ -x {venv_python} ] || python3 -m uv venv --python {shlex.quote(cfg.python)} "
-      f"~/{REMOTE_VENV}",
-      f"{uv_install} -r requirements.txt -e . {' '.join(GCS_PACKAGES)}",
+      f"~/{tpu_config.REMOTE_VENV}",
+      f"{uv_install} -r requirements.txt -e . {' '.join(tpu_config.GCS_PACKAGES)}",
       f'{uv_install} "jax[tpu]=={cfg.jax_version}"',
       f"{uv_pip} show --python {venv_python} jax jaxlib libtpu",
   ])
 
 
-def log_path(cfg: SubmitConfig) -> str:
+def log_path(cfg: tpu_config.SubmitConfig) -> str:
   """Per-worker log file, as a shell word evaluated on the worker."""
-  return f"~/{REMOTE_LOGS}/{cfg.name}-$(hostname).log"
+  return f"~/{tpu_config.REMOTE_LOGS}/{cfg.name}-$(hostname).log"
 
 
-def run_env(cfg: SubmitConfig) -> list[tuple[str, str]]:
+def run_env(cfg: tpu_config.SubmitConfig) -> list[tuple[str, str]]:
   """Environment exported for launch.py on every worker."""
   # ASMP_DISTRIBUTED makes launch.py call jax.distributed.initialize() (asmp_jax.distributed).
   env = [("ASMP_DISTRIBUTED", "1")]
@@ -474,34 +131,34 @@ def run_env(cfg: SubmitConfig) -> list[tuple[str, str]]:
   return env + list(cfg.env)
 
 
-def run_script(cfg: SubmitConfig) -> str:
+def run_script(cfg: tpu_config.SubmitConfig) -> str:
   """Shell line run on every worker: start launch.py in the background, logging per worker."""
   exports = [f"export {k}={shlex.quote(v)}" for k, v in run_env(cfg)]
   launch = shlex.join(["launch.py", *cfg.launch_args])
   return "; ".join([
       "set -e",
-      f"cd ~/{REMOTE_SRC}",
-      f"mkdir -p ~/{REMOTE_LOGS}",
+      f"cd ~/{tpu_config.REMOTE_SRC}",
+      f"mkdir -p ~/{tpu_config.REMOTE_LOGS}",
       f"log={log_path(cfg)}",
       *exports,
       # `&` ends the background command; `;` right after it would be a syntax error.
-      f'nohup ~/{REMOTE_VENV}/bin/python {launch} >> "$log" 2>&1 < /dev/null & '
+      f'nohup ~/{tpu_config.REMOTE_VENV}/bin/python {launch} >> "$log" 2>&1 < /dev/null & '
       'echo $! > "${log%.log}.pid"',
       'echo "$(hostname): launch.py started (pid $!), log $log"',
   ])
 
 
-def tail_command(cfg: SubmitConfig, worker: int) -> list[str]:
+def tail_command(cfg: tpu_config.SubmitConfig, worker: int) -> list[str]:
   """Follows the log of one worker."""
   return ssh_command(cfg, f"tail -n 200 -f {log_path(cfg)}", worker=str(worker))
 
 
-def stop_command(cfg: SubmitConfig) -> list[str]:
+def stop_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """Sends SIGTERM to launch.py on every worker (it saves a checkpoint and exits)."""
-  return ssh_command(cfg, f"kill $(cat ~/{REMOTE_LOGS}/{cfg.name}-$(hostname).pid)")
+  return ssh_command(cfg, f"kill $(cat ~/{tpu_config.REMOTE_LOGS}/{cfg.name}-$(hostname).pid)")
 
 
-def delete_command(cfg: SubmitConfig) -> list[str]:
+def delete_command(cfg: tpu_config.SubmitConfig) -> list[str]:
   """Deletes the slice (and its queued resource, with --queued)."""
   if cfg.queued:
     return ["gcloud", "compute", "tpus", "queued-resources", "delete", cfg.name, *_scope(cfg),
@@ -509,17 +166,17 @@ def delete_command(cfg: SubmitConfig) -> list[str]:
   return ["gcloud", "compute", "tpus", "tpu-vm", "delete", cfg.name, *_scope(cfg)]
 
 
-def build_steps(cfg: SubmitConfig) -> list[Step]:
+def build_steps(cfg: tpu_config.SubmitConfig) -> list[Step]:
   """The submission's commands in order (validates ``cfg`` first)."""
-  validate(cfg)
+  tpu_config.validate(cfg)
   steps = []
   if not cfg.skip_create:
     kind = "queued resource" if cfg.queued else "TPU VM slice"
     steps.append(Step(f"create the {kind} {cfg.name} ({cfg.slice.describe()})",
                       tuple(create_command(cfg))))
     if cfg.queued:
-      steps.append(Step(f"wait until the queued resource is {QUEUED_ACTIVE}",
-                        tuple(queued_state_command(cfg)), until=QUEUED_ACTIVE))
+      steps.append(Step(f"wait until the queued resource is {tpu_config.QUEUED_ACTIVE}",
+                        tuple(queued_state_command(cfg)), until=tpu_config.QUEUED_ACTIVE))
   steps += [
       Step("make the local staging folder", ("mkdir", "-p", os.path.dirname(cfg.tarball))),
       Step("pack the git-tracked files at HEAD", tuple(archive_command(cfg))),
@@ -531,7 +188,7 @@ def build_steps(cfg: SubmitConfig) -> list[Step]:
   return steps
 
 
-def build_commands(cfg: SubmitConfig) -> list[list[str]]:
+def build_commands(cfg: tpu_config.SubmitConfig) -> list[list[str]]:
   """The argv of every step, in order (the queued-resource poll appears as its describe)."""
   return [list(s.argv) for s in build_steps(cfg)]
 
@@ -544,7 +201,7 @@ def render_step(step: Step, poll_seconds: float) -> str:
   return (f'until [ "$({line})" = {shlex.quote(step.until)} ]; do sleep {poll_seconds:g}; done')
 
 
-def epilogue(cfg: SubmitConfig) -> list[tuple[str, str]]:
+def epilogue(cfg: tpu_config.SubmitConfig) -> list[tuple[str, str]]:
   """(description, command line) pairs for monitoring, stopping and deleting the run."""
   n = cfg.slice.workers
   shown = range(n) if n <= 8 else (0, n - 1)
@@ -555,7 +212,7 @@ def epilogue(cfg: SubmitConfig) -> list[tuple[str, str]]:
   return out
 
 
-def render_dry_run(cfg: SubmitConfig) -> str:
+def render_dry_run(cfg: tpu_config.SubmitConfig) -> str:
   """The whole submission as a shell script: commands one per line, the rest ``#`` comments."""
   lines = ["#!/usr/bin/env bash",
            "# python -m asmp_jax.tpu_submit --dry_run: nothing was run.",
@@ -587,7 +244,7 @@ def require_gcloud(path: str | None = None) -> str:
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
-def _run_step(step: Step, cfg: SubmitConfig, runner: Runner, sleep: Callable[[float], None],
+def _run_step(step: Step, cfg: tpu_config.SubmitConfig, runner: Runner, sleep: Callable[[float], None],
               out) -> None:
   print(f"+ {render_step(step, cfg.poll_seconds)}", file=out, flush=True)
   if step.until is None:
@@ -604,7 +261,7 @@ def _run_step(step: Step, cfg: SubmitConfig, runner: Runner, sleep: Callable[[fl
                             f"{shlex.join(step.argv)}")
     if state == step.until:
       return
-    if state in QUEUED_FAILED:
+    if state in tpu_config.QUEUED_FAILED:
       raise StepFailedError(f"the queued resource {cfg.name} is {state}; see "
                             f"`{shlex.join(queued_state_command(cfg)[:-1])}`")
     print(f"  state {state or '?'}; checking again in {cfg.poll_seconds:g} s", file=out,
@@ -612,7 +269,7 @@ def _run_step(step: Step, cfg: SubmitConfig, runner: Runner, sleep: Callable[[fl
     sleep(cfg.poll_seconds)
 
 
-def _warn_uncommitted(cfg: SubmitConfig, runner: Runner, out) -> None:
+def _warn_uncommitted(cfg: tpu_config.SubmitConfig, runner: Runner, out) -> None:
   res = runner(["git", "-C", cfg.repo, "status", "--porcelain", "--untracked-files=no"],
                stdout=subprocess.PIPE, text=True)
   if res.returncode != 0:
@@ -624,7 +281,7 @@ def _warn_uncommitted(cfg: SubmitConfig, runner: Runner, out) -> None:
           "shipped (commit them first to include them)", file=out, flush=True)
 
 
-def execute(cfg: SubmitConfig, runner: Runner = subprocess.run,
+def execute(cfg: tpu_config.SubmitConfig, runner: Runner = subprocess.run,
             sleep: Callable[[float], None] = time.sleep, out=None) -> None:
   """Runs the submission; stops at the first failing step with :class:`StepFailedError`."""
   out = out or sys.stdout
@@ -646,12 +303,12 @@ def execute(cfg: SubmitConfig, runner: Runner = subprocess.run,
 def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
-    cfg = parse_args(argv)
+    cfg = tpu_config.parse_args(argv)
     if cfg.dry_run:
       print(render_dry_run(cfg))
       return 0
     execute(cfg)
-  except SubmitArgumentError as e:
+  except tpu_config.SubmitArgumentError as e:
     print(f"tpu_submit: error: {e}", file=sys.stderr)
     return 2
   except StepFailedError as e:

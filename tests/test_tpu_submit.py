@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from asmp_jax import tpu_config as tc
 from asmp_jax import tpu_submit as ts
 
 REPO = str(pathlib.Path(ts.__file__).resolve().parents[1])
@@ -36,7 +37,7 @@ def _argv(*flags, launch=LAUNCH, staging="/tmp/stage"):
 
 
 def _cfg(*flags, **kw):
-  return ts.parse_args(_argv(*flags, **kw))
+  return tc.parse_args(_argv(*flags, **kw))
 
 
 def _command_of(argv):
@@ -56,25 +57,25 @@ def _command_of(argv):
     ("v6e-8", 8, 8, 1, 8), ("v6e-16", 16, 16, 4, 16),
 ])
 def test_slice_geometry(acc, chips, cores, workers, devices):
-  spec = ts.slice_spec(acc)
+  spec = tc.slice_spec(acc)
   assert (spec.chips, spec.tensorcores, spec.workers) == (chips, cores, workers)
   assert spec.jax_devices == devices
   assert spec.chips_per_worker * spec.workers == chips
-  assert ts.worker_count(acc) == workers
+  assert tc.worker_count(acc) == workers
 
 
 def test_default_runtime_versions():
   assert _cfg().version == "tpu-ubuntu2204-base"
-  assert ts.slice_spec("v5litepod-16").runtime_version == "v2-alpha-tpuv5-lite"
-  assert ts.slice_spec("v5p-8").runtime_version == "v2-alpha-tpuv5"
-  assert ts.slice_spec("v6e-8").runtime_version == "v2-alpha-tpuv6e"
+  assert tc.slice_spec("v5litepod-16").runtime_version == "v2-alpha-tpuv5-lite"
+  assert tc.slice_spec("v5p-8").runtime_version == "v2-alpha-tpuv5"
+  assert tc.slice_spec("v6e-8").runtime_version == "v2-alpha-tpuv6e"
   assert _cfg("--runtime_version=v2-alpha-tpuv4").version == "v2-alpha-tpuv4"
 
 
 def test_default_jax_version_matches_requirements_pin():
   text = pathlib.Path(REPO, "requirements.txt").read_text()
   (pin,) = re.findall(r"^jax==(\S+)$", text, flags=re.M)
-  assert ts.DEFAULT_JAX_VERSION == pin
+  assert tc.DEFAULT_JAX_VERSION == pin
 
 
 # ----------------------------------------------------------------------------- commands
@@ -179,7 +180,7 @@ def test_dry_run_output_is_the_commands_as_a_script(tmp_path):
 
 
 def test_epilogue_for_large_slices_names_first_and_last_worker():
-  cfg = ts.parse_args(["--name=big", f"--zone={ZONE}", "--accelerator_type=v5litepod-256", "--",
+  cfg = tc.parse_args(["--name=big", f"--zone={ZONE}", "--accelerator_type=v5litepod-256", "--",
                        *LAUNCH, "--config.train.batch_size=256"])
   tails = [cmd for what, cmd in ts.epilogue(cfg) if "log" in what]
   assert [re.search(r"--worker=(\d+)", c).group(1) for c in tails] == ["0", "63"]
@@ -254,34 +255,34 @@ def test_run_script_passes_arguments_env_and_logs_per_worker(tmp_path):
 def test_invalid_flags_are_rejected_by_name(change, flag):
   base = {"--name": NAME, "--zone": ZONE, "--accelerator_type": "v4-32"}
   base.update(change)
-  with pytest.raises(ts.SubmitArgumentError, match=re.escape(flag)):
-    ts.parse_args([f"{k}={v}" for k, v in base.items()] + ["--", *LAUNCH])
+  with pytest.raises(tc.SubmitArgumentError, match=re.escape(flag)):
+    tc.parse_args([f"{k}={v}" for k, v in base.items()] + ["--", *LAUNCH])
 
 
 def test_launch_arguments_are_checked():
-  with pytest.raises(ts.SubmitArgumentError, match="after '--'"):
-    ts.parse_args([f"--name={NAME}", f"--zone={ZONE}", "--accelerator_type=v4-32"])
-  with pytest.raises(ts.SubmitArgumentError, match="--workdir"):
+  with pytest.raises(tc.SubmitArgumentError, match="after '--'"):
+    tc.parse_args([f"--name={NAME}", f"--zone={ZONE}", "--accelerator_type=v4-32"])
+  with pytest.raises(tc.SubmitArgumentError, match="--workdir"):
     _cfg(launch=["--config=configs/asiw.py"])
-  with pytest.raises(ts.SubmitArgumentError, match="--config"):
+  with pytest.raises(tc.SubmitArgumentError, match="--config"):
     _cfg(launch=["--workdir=gs://b/r"])
-  with pytest.raises(ts.SubmitArgumentError, match="gs://"):  # 4 workers need a shared workdir
+  with pytest.raises(tc.SubmitArgumentError, match="gs://"):  # 4 workers need a shared workdir
     _cfg(launch=["--config=configs/asiw.py", "--workdir=/tmp/run"])
-  single = ts.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v4-8", "--",
+  single = tc.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v4-8", "--",
                           "--config=configs/asiw.py", "--workdir", "/tmp/run",
                           "--config.train.batch_size=32"])
-  assert ts.launch_flag(single.launch_args, "workdir") == "/tmp/run"
+  assert tc.launch_flag(single.launch_args, "workdir") == "/tmp/run"
 
 
 def test_batch_size_must_divide_the_jax_devices():
   # configs/asiw.py keeps the paper's 25 pairs; v4-32 has 16 JAX devices (one per chip).
-  with pytest.raises(ts.SubmitArgumentError, match=r"batch_size=25 .* 16 JAX devices.*=32"):
+  with pytest.raises(tc.SubmitArgumentError, match=r"batch_size=25 .* 16 JAX devices.*=32"):
     _cfg(launch=["--config=configs/asiw.py", "--workdir=gs://b/r"])
-  with pytest.raises(ts.SubmitArgumentError, match="--config.train.batch_size=40"):
+  with pytest.raises(tc.SubmitArgumentError, match="--config.train.batch_size=40"):
     _cfg(launch=[*LAUNCH, "--config.train.batch_size=40"])
-  one_chip = ts.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v5litepod-1",
+  one_chip = tc.parse_args(["--name=one", f"--zone={ZONE}", "--accelerator_type=v5litepod-1",
                             "--", "--config=configs/asiw.py", "--workdir=/tmp/run"])
-  assert ts.config_batch_size(one_chip) == 25
+  assert tc.config_batch_size(one_chip) == 25
 
 
 def test_spot_and_reserved_are_exclusive(capsys):
@@ -289,9 +290,9 @@ def test_spot_and_reserved_are_exclusive(capsys):
     _cfg("--spot", "--reserved")
   assert e.value.code == 2
   assert "--reserved" in capsys.readouterr().err
-  cfg = ts.SubmitConfig(name=NAME, zone=ZONE, accelerator_type="v4-32", launch_args=tuple(LAUNCH),
+  cfg = tc.SubmitConfig(name=NAME, zone=ZONE, accelerator_type="v4-32", launch_args=tuple(LAUNCH),
                         spot=True, reserved=True)
-  with pytest.raises(ts.SubmitArgumentError, match="--spot and --reserved"):
+  with pytest.raises(tc.SubmitArgumentError, match="--spot and --reserved"):
     ts.build_commands(cfg)
 
 
