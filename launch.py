@@ -4,7 +4,8 @@
   python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/tiny \\
       --config.train.num_train_steps=20
 
-Rerunning the same command resumes from the latest checkpoint in --workdir. With
+Rerunning the same command resumes from the newest intact checkpoint in --workdir; SIGTERM at
+any stage stops the run cleanly (exit status 0) so that the same command continues it. With
 --compilation_cache_dir=DIR (any directory, kept between runs) a resumed or repeated run loads its
 compiled programs instead of compiling them again.
 """
@@ -35,13 +36,36 @@ class _QuietLibraries:
                    for lib in ("orbax", "grain", "tensorflow_datasets", "etils"))
 
 
+class _NoTpuHere:
+  """Replaces JAX's warning that the TPU backend (libtpu installed, no TPU) failed to start by
+  one line saying so."""
+
+  def filter(self, record) -> bool:
+    if str(record.msg).startswith("Unable to initialize backend") and "'tpu'" in (
+        record.getMessage()):
+      logging.info("libtpu is installed but there is no TPU here; using the other backends.")
+      return False
+    return True
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from asmp_jax import stopping  # pylint: disable=g-import-not-at-top
+  stopping.install()  # first: SIGTERM from now on stops the run cleanly
   # Imported here so --helpfull stays fast and JAX is configured by flags first.
-  import jax  # pylint: disable=g-import-not-at-top
-  from asmp_jax import distributed  # pylint: disable=g-import-not-at-top
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  import logging as py_logging  # pylint: disable=g-import-not-at-top
+  py_logging.getLogger("jax._src.xla_bridge").addFilter(_NoTpuHere())
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from asmp_jax import distributed  # pylint: disable=g-import-not-at-top
+    from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
+    from asmp_jax import train  # pylint: disable=g-import-not-at-top
+    from asmp_jax import train_loop  # pylint: disable=g-import-not-at-top
+  except stopping.Stopped:
+    logging.warning("Stopped by SIGTERM while starting; rerun the same command to continue.")
+    return
 
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if _CACHE_DIR.value:
@@ -50,7 +74,10 @@ def main(argv):
   distributed.initialize()
   logging.info("JAX process %d/%d, local devices %s, global device count %d",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
-  train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+  except (config_lib.ConfigError, train_loop.TrainingError, run_folder.RunFolderError) as e:
+    raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

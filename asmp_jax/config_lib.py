@@ -21,8 +21,9 @@ MAX_NODES = MAX_AUDITORY + MAX_CONTEXT + 1
 # Keys that saved configs may hold but this code no longer has, because what they set is now
 # implied by something else; they are dropped when a saved config is read (`drop_retired_keys`).
 # model.num_videos: the model takes the number of videos per mixture from its input batch
-# (config.data.num_videos decides it).
-RETIRED_KEYS = ("model.num_videos",)
+# (config.data.num_videos decides it). data.max_nodes, data.max_auditory: never read (the graph
+# sizes are the constants above).
+RETIRED_KEYS = ("model.num_videos", "data.max_nodes", "data.max_auditory")
 
 
 def drop_retired_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -52,8 +53,6 @@ def base_config() -> ml_collections.ConfigDict:
   d.num_videos = 2  # mix-and-separate of U = 2 clips
   d.gain_range = (0.5, 1.5)
   d.normalise_mix = False  # public code divides the mixture by N; the paper does not
-  d.max_nodes = MAX_NODES
-  d.max_auditory = MAX_AUDITORY
   d.worker_count = 0  # grain worker processes (0 = in the training process)
   d.prefetch_buffer = 2
 
@@ -109,6 +108,16 @@ def base_config() -> ml_collections.ConfigDict:
   # embedding of its own window's graph (same encoder; the pipeline then emits window_* arrays).
   m.dir_window_graphs = False
   m.dtype = "float32"  # float32 | bfloat16 (compute only; params and metrics stay float32)
+  # BatchNorm after the U-Net's first encoder convolution (Co-Separation public U-Net: yes;
+  # False gives the pix2pix variant).
+  m.unet_first_layer_norm = True
+  # Transposed convolutions of the U-Net decoder: "custom" (a kernel gradient tuned for CPU) |
+  # "plain" (nn.ConvTranspose); the same parameters either way.
+  m.conv_transpose_impl = "custom"
+  # Added inside the log of the separated magnitude: bounds the log's gradient where a mask is ~0.
+  m.sep_log_eps = 1e-4
+  # GRU step k conditions the k-th *valid* source slot (True) or slot k whatever its validity.
+  m.compact_slots = True
 
   # ---------------------------------------------------------------- losses
   c.loss = lo = ml_collections.ConfigDict()
@@ -176,3 +185,57 @@ def config_from_file(path: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+# Ranges of numeric settings: key -> (lowest, highest, whether the lowest itself is allowed).
+# Every other number must be finite (float32: |x| < 3.4e38) too.
+_FLOAT32_MAX = 3.4028234e38
+_RANGES = {
+    "data.sample_rate": (1, None, True), "data.crop_samples": (1, None, True),
+    "data.window_frames": (1, None, True), "data.num_videos": (1, None, True),
+    "data.gain_range": (0, None, False), "data.worker_count": (0, None, True),
+    "data.prefetch_buffer": (0, None, True),
+    "loss.lambda_cons": (0, None, True), "loss.lambda_cyc": (0, None, True),
+    "loss.lambda_ortho": (0, None, True), "loss.lambda_dir": (0, None, True),
+    "train.batch_size": (1, None, True), "train.num_train_steps": (1, None, True),
+    "train.learning_rate": (0, None, False), "train.lr_decay_every": (1, None, True),
+    "train.lr_decay_factor": (0, None, False), "train.lr_values": (0, None, True),
+    "train.weight_decay": (0, None, True), "train.b1": (0, 1, True), "train.b2": (0, 1, True),
+    "train.log_every": (1, None, True), "train.eval_every": (1, None, True),
+    "train.checkpoint_every": (1, None, True), "train.max_to_keep": (1, None, True),
+    "eval.num_pairs": (0, None, True), "eval.window_hop_s": (0, None, False),
+    "eval.batch_size": (1, None, True), "eval.val_batches": (0, None, True),
+    "eval.num_audio_summaries": (0, None, True),
+}
+
+
+def _numbers(tree, prefix=""):
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _numbers(value, name + ".")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield name, value
+    elif isinstance(value, (tuple, list)):
+      for x in value:
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+          yield name, x
+
+
+class ConfigError(ValueError):
+  """A config value the code cannot run with."""
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses (ConfigError, one line naming the key) a number that is not finite in float32 or
+  outside its range (``_RANGES``; b1 and b2 below 1), before any work starts."""
+  for name, x in _numbers(config):
+    if not abs(x) < _FLOAT32_MAX:  # also NaN
+      raise ConfigError(f"config.{name}={x!r} is not a finite float32 number")
+    if name not in _RANGES:
+      continue
+    low, high, low_ok = _RANGES[name]
+    if x < low or (x == low and not low_ok) or (high is not None and x >= high):
+      bound = f">= {low}" if low_ok else f"> {low}"
+      raise ConfigError(f"config.{name}={x!r} is out of range (must be {bound}"
+                       + (f" and < {high})" if high is not None else ")"))

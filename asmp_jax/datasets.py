@@ -6,9 +6,14 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
+import time
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
+
+from asmp_jax import schema
 
 # config.data.name -> module holding the TFDS builder class `Builder`.
 BUILDERS = {
@@ -65,8 +70,15 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = "") -> None:
                  "splits over 1 GB to disk instead.")
   logging.info("Preparing %s/%s in %s (first use; later runs reuse it).", builder.name,
                builder.builder_config.name if builder.builder_config else "", builder.data_dir)
+  # TFDS prints its own banners (sizes it does not know: "Unknown size") and, in a log file,
+  # progress bars as escape codes; this function logs the build itself.
+  builder._log_download_bytes = builder._log_download_done = lambda: None  # pylint: disable=protected-access
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
+  t0 = time.time()
   dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   builder.download_and_prepare(download_config=dl_config, file_format="array_record")
+  logging.info("Prepared %s in %.0f s.", builder.data_dir, time.time() - t0)
 
 
 def metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
@@ -82,6 +94,13 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str):
   if len(source) == 0:
     raise ValueError(f"{builder.name}: split {split!r} is empty")
   return source
+
+
+def direction_labels(source, config_model) -> np.ndarray:
+  """Every valid auditory-source window label of a split (for the majority vote)."""
+  key = schema.direction_key(config_model.num_direction_classes)
+  labels = np.concatenate([np.asarray(source[i][key]).reshape(-1) for i in range(len(source))])
+  return labels[labels >= 0]
 
 
 def build_report(builder: tfds.core.DatasetBuilder) -> str:

@@ -285,9 +285,11 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
   if workdir and jax.process_index() == 0:
-    from asmp_jax import train  # pylint: disable=g-import-not-at-top
-    train.write_text_atomic(train.workdir_path(workdir) / f"eval_{split}.json",
-                            json.dumps(results, indent=2))
+    from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
+    path = run_folder.write_new_record(run_folder.workdir_path(workdir)
+                                       / f"eval_{split}_step{step}.json",
+                                       json.dumps(results, indent=2))
+    _LOG.info("evaluation record: %s", path)
   if writer is not None:
     flat = {f"eval_{split}/{k}_{m}": v[m] for k, v in results.items() if isinstance(v, dict)
             for m in ("sdr", "sir", "sar")}
@@ -342,9 +344,9 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
     ``..._step<step>_hop<window_hop_s>.json`` when ``window_hop_s`` differs from the run's.
   """
   import types  # pylint: disable=g-import-not-at-top
-  from asmp_jax import datasets, inference, train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import datasets, inference, run_folder  # pylint: disable=g-import-not-at-top
   from asmp_jax.models import asmp as asmp_model  # pylint: disable=g-import-not-at-top
-  config = train.load_saved_config(workdir)
+  config = run_folder.load_saved_config(workdir)
   if config is None:
     raise ValueError(f"{workdir}: no saved config; is this a launch.py run directory?")
   with config.unlocked():
@@ -366,13 +368,14 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
   builder = datasets.get_builder(config.data)
   state = types.SimpleNamespace(params=variables["params"],
                                 batch_stats=variables.get("batch_stats", {}))
-  train_labels = train.training_direction_labels(datasets.data_source(builder, "train"), config)
+  train_labels = datasets.direction_labels(datasets.data_source(builder, "train"), config.model)
   results = evaluate(state, model, config, datasets.data_source(builder, config.eval.split),
                      config.eval.split, None, train_labels=train_labels, step=ckpt_step)
   results["checkpoint_step"] = int(ckpt_step)
-  train.write_text_atomic(
-      train.workdir_path(workdir) / f"eval_{config.eval.split}_step{ckpt_step}{suffix}.json",
+  path = run_folder.write_new_record(
+      run_folder.workdir_path(workdir) / f"eval_{config.eval.split}_step{ckpt_step}{suffix}.json",
       json.dumps(results, indent=2))
+  _LOG.info("evaluation record: %s", path)
   return results
 
 
@@ -399,7 +402,7 @@ def main(argv=None) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                       force=True)
   _LOG.setLevel(logging.INFO)
-  from asmp_jax import inference  # pylint: disable=g-import-not-at-top
+  from asmp_jax import inference, summary  # pylint: disable=g-import-not-at-top
   if args.paper_pairs:
     from asmp_jax import paper_protocol  # pylint: disable=g-import-not-at-top
     try:
@@ -415,16 +418,9 @@ def main(argv=None) -> None:
   except (ValueError, inference.InferenceError) as e:
     raise SystemExit(f"error: {e}") from None
   nd = next(k for k in r if k.removeprefix("direction_accuracy_").isdigit())
-  maj = nd.replace("direction_accuracy", "majority_vote")
-  gain = nd.replace("direction_accuracy", "direction_gain_over_majority")
-  nan = float("nan")
-  print(f"{args.workdir} step {r['checkpoint_step']}, {r['split']}, {r['num_pairs']} pairs: "
-        f"SDR model {r['model']['sdr']:.2f} / mixture {r['mixture']['sdr']:.2f} / IBM "
-        f"{r['oracle_ibm']['sdr']:.2f} dB (gain {r['sdr_gain_over_mixture']:+.2f}); "
-        f"SIR {r['model']['sir']:.2f}, SAR {r['model']['sar']:.2f}; {nd} {r[nd]:.3f} "
-        f"± {r[nd + '_se']:.3f} (majority {r.get(maj, nan):.3f}, gain {r.get(gain, nan):+.3f} "
-        f"± {r.get(gain + '_se', nan):.3f}, standard errors clustered by test clip; slots in any "
-        f"order per window {r[nd + '_any_order']:.3f})")
+  print(f"{args.workdir} step {r['checkpoint_step']}, {summary.final_line(r)}; SIR "
+        f"{r['model']['sir']:.2f}, SAR {r['model']['sar']:.2f}; slots in any order per window "
+        f"{r[nd + '_any_order']:.3f}")
 
 
 if __name__ == "__main__":

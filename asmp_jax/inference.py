@@ -35,7 +35,6 @@ What happens to a video (the details are in docs/inference.md):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -53,10 +52,10 @@ from asmp_jax import evaluate
 from asmp_jax import input_pipeline
 from asmp_jax import media
 from asmp_jax import preprocess
+from asmp_jax import run_folder
 from asmp_jax import safe_io
 from asmp_jax import schema
 from asmp_jax import slot_matching
-from asmp_jax import train
 from asmp_jax.graph import build as graph_build
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import motion as graph_motion
@@ -534,22 +533,6 @@ def _match_slots_to_sources(class_probs: np.ndarray, source_classes: np.ndarray)
 # ----------------------------------------------------------------------------- separator
 
 
-def load_dataset_meta(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """``<workdir>/dataset_meta.json`` (written by training), else the TFDS builder's metadata if
-  the data set is on this machine, else {}."""
-  path = train.workdir_path(workdir) / train.DATASET_META_FILE
-  if path.exists():
-    return json.loads(path.read_text())
-  try:
-    from asmp_jax import datasets  # pylint: disable=g-import-not-at-top
-    builder = datasets.get_builder(config.data)
-    if builder.is_prepared():
-      return {k: v for k, v in datasets.metadata(builder).items() if k != "skipped"}
-  except Exception as e:  # pylint: disable=broad-except  # any failure just means "not here"
-    logging.info("No data set metadata from TFDS (%s).", e)
-  return {}
-
-
 def _abstract_variables(model: asmp_model.ASMP, config) -> dict[str, Any]:
   n = preprocess.MAX_NODES
   shapes = asmp_model.batch_shapes(config.model, 1, n, n * (n - 1))
@@ -577,10 +560,10 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
     InferenceError: no checkpoint, unknown step, or a checkpoint that does not match ``config``.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  ckpt_dir = train.workdir_path(workdir) / "checkpoints"
+  ckpt_dir = run_folder.workdir_path(workdir) / "checkpoints"
   if not ckpt_dir.exists():
     raise InferenceError(f"{workdir}: no checkpoints directory (train with launch.py first)")
-  mngr = train.read_only_checkpoints(ckpt_dir, state_handler=ocp.PyTreeCheckpointHandler())
+  mngr = run_folder.read_only_checkpoints(ckpt_dir, state_handler=ocp.PyTreeCheckpointHandler())
   try:
     steps = list(mngr.all_steps())
     if not steps:
@@ -610,14 +593,14 @@ def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int
       diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}"
                for k, v in _flat_shapes(target).items() if got.get(k) != v]
       if diffs:
-        raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
+        raise InferenceError(f"{ckpt_dir}/{step} does not match {run_folder.CONFIG_FILE} "
                              f"({len(diffs)} parameters differ): " + "; ".join(diffs[:3]))
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=target, restore_args=restore_args, partial_restore=True)))["state"]
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      raise InferenceError(f"{ckpt_dir}/{step} does not match {train.CONFIG_FILE} "
+      raise InferenceError(f"{ckpt_dir}/{step} does not match {run_folder.CONFIG_FILE} "
                            f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
   finally:
     mngr.close()
@@ -631,7 +614,7 @@ class Separator:
     config: the run's config (``config.json``), with ``model.node_feature_dim`` and
       ``model.num_classes`` filled in.
     variables: ``{"params", "batch_stats"}`` on any device(s).
-    dataset_meta: the data set's metadata (class names, ...), see :func:`load_dataset_meta`.
+    dataset_meta: the data set's metadata (class names, ...), see :func:`asmp_jax.run_folder.load_dataset_meta`.
     batch_size: crops per model call (fixed: one compilation; bounds memory).
     hop_s: seconds between crop starts (1.0: every crop starts on a window; the public code's
       evaluation used 0.05).
@@ -679,17 +662,17 @@ class Separator:
     """Reads ``<workdir>/config.json`` and restores the latest (or ``step``) checkpoint on the
     first local device (see :func:`restore_variables`); ``kwargs`` go to the constructor."""
     workdir = os.fspath(workdir)
-    if not train.workdir_path(workdir).exists():
+    if not run_folder.workdir_path(workdir).exists():
       raise InferenceError(f"{workdir}: workdir not found")
-    config = train.load_saved_config(workdir)
+    config = run_folder.load_saved_config(workdir)
     if config is None:
-      raise InferenceError(f"{workdir}: no {train.CONFIG_FILE} (not a training workdir)")
+      raise InferenceError(f"{workdir}: no {run_folder.CONFIG_FILE} (not a training workdir)")
     try:
       asmp_model.spec_from_config(config.model)
     except ValueError as e:
-      raise InferenceError(f"{workdir}/{train.CONFIG_FILE}: {e}") from e
+      raise InferenceError(f"{workdir}/{run_folder.CONFIG_FILE}: {e}") from e
     variables, restored_step = restore_variables(workdir, config, step)
-    sep = cls(config, variables, load_dataset_meta(workdir, config), **kwargs)
+    sep = cls(config, variables, run_folder.load_dataset_meta(workdir, config), **kwargs)
     sep.step = restored_step
     logging.info("Restored step %d of %s on %s.", restored_step, workdir, jax.local_devices()[0])
     return sep

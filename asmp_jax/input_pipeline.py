@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import grain
 import numpy as np
 
 from asmp_jax.graph import motion as graph_motion
@@ -197,6 +196,7 @@ def pair_dataset(source: Sequence[Example], cfg: PairConfig, *, seed: int, train
     process_index, process_count: each process keeps every ``process_count``-th pair.
   """
   pairs = _PairSource(len(source), seed, cfg.num_videos, None if train else num_pairs)
+  import grain  # pylint: disable=g-import-not-at-top  # the clip-level helpers above need none
   ds = grain.MapDataset.source(pairs)
   if train:
     ds = ds.repeat(None)
@@ -218,6 +218,7 @@ def pair_dataset(source: Sequence[Example], cfg: PairConfig, *, seed: int, train
 def batched(ds: grain.MapDataset, batch_size: int, *, drop_remainder: bool = True,
             worker_count: int = 0, prefetch_buffer: int = 2) -> grain.IterDataset:
   """Stacks pairs into batches and prefetches them (threads, or processes if worker_count > 0)."""
+  import grain  # pylint: disable=g-import-not-at-top
   it = ds.batch(batch_size, drop_remainder=drop_remainder).to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=prefetch_buffer))
   if worker_count > 0:

@@ -314,10 +314,10 @@ def evaluate_checkpoint(workdir: str, pairs_dir: str, split: str | None = None,
     PairListError: a pair list is missing or malformed (before the model is restored).
   """
   import json  # pylint: disable=g-import-not-at-top
-  from asmp_jax import datasets, inference, train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import datasets, inference, run_folder  # pylint: disable=g-import-not-at-top
   from asmp_jax.models import asmp as asmp_model  # pylint: disable=g-import-not-at-top
   sep_pairs, dir_pairs = load_pair_lists(pairs_dir)
-  config = train.load_saved_config(workdir)
+  config = run_folder.load_saved_config(workdir)
   if config is None:
     raise ValueError(f"{workdir}: no saved config; is this a run or converted workdir?")
   split = split or config.eval.split
@@ -326,8 +326,9 @@ def evaluate_checkpoint(workdir: str, pairs_dir: str, split: str | None = None,
   source = datasets.data_source(datasets.get_builder(config.data), split)
   results = evaluate_paper(variables, model, config, source, sep_pairs, dir_pairs, hop_s)
   results.update(split=split, checkpoint_step=int(ckpt_step))
-  train.write_text_atomic(train.workdir_path(workdir) / f"eval_paper_{split}_step{ckpt_step}.json",
-                          json.dumps(results, indent=2))
+  run_folder.write_new_record(
+      run_folder.workdir_path(workdir) / f"eval_paper_{split}_step{ckpt_step}.json",
+      json.dumps(results, indent=2))
   return results
 
 

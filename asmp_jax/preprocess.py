@@ -27,15 +27,14 @@ import logging
 
 import numpy as np
 
+# The static graph sizes (one definition, beside the config that builds on them).
+from asmp_jax.config_lib import MAX_AUDITORY, MAX_CONTEXT, MAX_NODES  # pylint: disable=unused-import
 from asmp_jax.graph import build as graph_build
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import motion as graph_motion
 from asmp_jax.graph import rectify as graph_rectify
 from asmp_jax.graph.providers import Detections
 
-MAX_AUDITORY = 2
-MAX_CONTEXT = 20
-MAX_NODES = MAX_AUDITORY + MAX_CONTEXT + 1
 AUDITORY, CONTEXT, BACKGROUND = 0, 1, 2
 
 

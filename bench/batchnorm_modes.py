@@ -18,7 +18,7 @@ import statistics
 import jax
 import numpy as np
 
-from asmp_jax import datasets, inference, input_pipeline, losses, train
+from asmp_jax import datasets, inference, input_pipeline, losses, run_folder, train
 from asmp_jax.models import asmp as asmp_model
 
 
@@ -29,7 +29,7 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0, help="seed of the pairs")
   args = parser.parse_args()
 
-  config = train.load_saved_config(args.workdir)
+  config = run_folder.load_saved_config(args.workdir)
   if config is None:
     raise SystemExit(f"{args.workdir}: no saved config (train with launch.py first)")
   variables, step = inference.restore_variables(args.workdir, config)

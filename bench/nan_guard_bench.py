@@ -24,7 +24,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step_bench import load_config, random_batch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from asmp_jax import train  # pylint: disable=wrong-import-position
+from asmp_jax import optimizer, train  # pylint: disable=wrong-import-position
 from asmp_jax.models import asmp as asmp_model  # pylint: disable=wrong-import-position
 
 GUARDS = {
@@ -67,7 +67,7 @@ def main() -> None:
   batch = random_batch(config, args.batch)
   config.train.batch_size = args.batch
   model = asmp_model.create_model(config.model)
-  tx = train.create_optimizer(config.train)
+  tx = optimizer.create_optimizer(config.train)
   state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r))(
       batch, jax.random.key(0))
   print(f"train state: {len(jax.tree.leaves(state))} leaves, "

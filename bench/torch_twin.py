@@ -511,8 +511,8 @@ def total_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
 
 
 def make_optimizer(twin: nn.Module, config_train: Any) -> torch.optim.Adam:
-  """``Adam(weight_decay=...)`` (L2 added to the gradient), as `asmp_jax.train.create_optimizer`
-  at its initial learning rate."""
+  """``Adam(weight_decay=...)`` (L2 added to the gradient), as
+  `asmp_jax.optimizer.create_optimizer` at its initial learning rate."""
   return torch.optim.Adam(twin.parameters(), lr=config_train.learning_rate,
                           betas=(config_train.b1, config_train.b2),
                           weight_decay=config_train.weight_decay)

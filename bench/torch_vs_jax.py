@@ -120,14 +120,14 @@ class JaxSide:
     import jax  # pylint: disable=import-outside-toplevel
     from jax.sharding import (  # pylint: disable=import-outside-toplevel
         NamedSharding, PartitionSpec as P)
-    from asmp_jax import train  # pylint: disable=import-outside-toplevel
+    from asmp_jax import optimizer, train  # pylint: disable=import-outside-toplevel
     from asmp_jax.models import asmp as asmp_model  # pylint: disable=import-outside-toplevel
     import functools  # pylint: disable=import-outside-toplevel
     self.jax = jax
     mesh = train.make_mesh()
     data, repl = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     model = asmp_model.create_model(config.model)
-    tx = train.create_optimizer(config.train)
+    tx = optimizer.create_optimizer(config.train)
     self.batch = jax.device_put(batch_np, data)
     self.state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r),
                          out_shardings=repl)(self.batch, jax.random.key(0))

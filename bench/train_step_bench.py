@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from asmp_jax import config_lib, input_pipeline, preprocess, train
+from asmp_jax import config_lib, input_pipeline, optimizer, preprocess, train
 from asmp_jax.models import asmp as asmp_model
 
 import machine_peak  # bench/machine_peak.py, next to this script
@@ -80,7 +80,7 @@ def compile_train_step(config, batch_size: int):
   data = NamedSharding(mesh, P("data"))
   repl = NamedSharding(mesh, P())
   model = asmp_model.create_model(config.model)
-  tx = train.create_optimizer(config.train)
+  tx = optimizer.create_optimizer(config.train)
   batch = jax.device_put(random_batch(config, batch_size), data)
   state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r),
                   out_shardings=repl)(batch, jax.random.key(0))

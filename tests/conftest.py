@@ -61,7 +61,7 @@ def run_launch(workdir, data_dir, *overrides, config="configs/synthetic_tiny.py"
 _TRAIN_AND_SEPARATE = r"""
 import importlib.util, json, sys
 import jax, numpy as np
-from asmp_jax import inference, train
+from asmp_jax import inference, run_folder, train
 workdir, data_dir, video, audio, out = sys.argv[1:6]
 spec = importlib.util.spec_from_file_location("cfg", "configs/synthetic_tiny.py")
 mod = importlib.util.module_from_spec(spec)
@@ -75,7 +75,7 @@ config.train.log_every = 1
 config.eval.num_pairs = 0
 state = train.train_and_evaluate(config, workdir)
 leaf = jax.tree.leaves(state.params)[0]
-with open(f"{workdir}/{train.DATASET_META_FILE}") as f:
+with open(f"{workdir}/{run_folder.DATASET_META_FILE}") as f:
   meta = json.load(f)
 sep = inference.Separator(config, {"params": state.params, "batch_stats": state.batch_stats}, meta)
 result = sep.separate(video, audio)

@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from asmp_jax import convert_authors  # noqa: E402
 from asmp_jax import inference  # noqa: E402
-from asmp_jax import train  # noqa: E402
+from asmp_jax import run_folder  # noqa: E402
 from asmp_jax.models import asmp as asmp_model  # noqa: E402
 from asmp_jax.models import authors  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
@@ -93,7 +93,7 @@ def _torch_graph(batch, sym, u):
 
 def test_converted_release_gives_the_public_networks_outputs(converted):
   net, root, _ = converted
-  config = train.load_saved_config(str(root / "run"))
+  config = run_folder.load_saved_config(str(root / "run"))
   variables, step = inference.restore_variables(str(root / "run"), config)
   assert step == 0
   model = asmp_model.create_model(config.model)
@@ -121,7 +121,7 @@ def test_converted_release_gives_the_public_networks_outputs(converted):
 
 def test_every_release_value_lands_once_unchanged(converted):
   net, root, record = converted
-  config = train.load_saved_config(str(root / "run"))
+  config = run_folder.load_saved_config(str(root / "run"))
   variables, _ = inference.restore_variables(str(root / "run"), config)
   flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
           for path, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
@@ -172,7 +172,7 @@ def test_separation_only_release(tmp_path):
   net = _release(seed=3)
   net.save(str(tmp_path / "rel"), files=convert_authors.REQUIRED)
   convert_authors.convert(str(tmp_path / "rel"), str(tmp_path / "run"))
-  config = train.load_saved_config(str(tmp_path / "run"))
+  config = run_folder.load_saved_config(str(tmp_path / "run"))
   assert not config.model.authors_direction and not config.model.authors_classifier
   variables, _ = inference.restore_variables(str(tmp_path / "run"), config)
   assert set(variables["params"]) == {"graph_encoder", "slot_gru", "unet"}
@@ -259,7 +259,7 @@ def test_full_size_release(tmp_path):
     net.randomize_statistics(torch.Generator().manual_seed(2))
   net.save(str(tmp_path / "rel"))
   convert_authors.convert(str(tmp_path / "rel"), str(tmp_path / "run"))
-  config = train.load_saved_config(str(tmp_path / "run"))
+  config = run_folder.load_saved_config(str(tmp_path / "run"))
   m = config.model
   assert (m.node_feature_dim, m.node_hidden, m.embed_dim, m.gat_heads, m.gat_head_dim,
           m.edgeconv_dim, m.unet_width_mult, m.cls_width, m.num_classes,
@@ -295,7 +295,7 @@ def test_authors_variant_trains(converted):
   from asmp_jax import losses  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   _, root, _ = converted
-  config = train.load_saved_config(str(root / "run"))
+  config = run_folder.load_saved_config(str(root / "run"))
   variables, _ = inference.restore_variables(str(root / "run"), config)
   model = asmp_model.create_model(config.model)
   rng = np.random.default_rng(2)

@@ -70,10 +70,10 @@ def test_synthetic_wide_is_the_measured_recipe():
   docs/RESULTS.md measured ("3200 training clips"), and its schedule gives, at every step, the
   learning rate that run's hand-set resumes gave (launch.py commands quoted there)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder  # pylint: disable=g-import-not-at-top
   base = _load(REPO / "configs" / "synthetic.py").get_config()
   wide = _load(REPO / "configs" / "synthetic_wide.py").get_config()
-  assert set(train._config_differences(base, wide)) == {  # pylint: disable=protected-access
+  assert set(run_folder.config_differences(base, wide)) == {
       "data.builder_config", "model.unet_width_mult", "train.num_train_steps",
       "train.lr_boundaries", "train.lr_values"}
   assert (wide.data.builder_config, wide.model.unet_width_mult) == ("xlarge", 0.25)
@@ -84,9 +84,9 @@ def test_synthetic_wide_is_the_measured_recipe():
   for first, lr, every in stages:
     stage = base.train.copy_and_resolve_references()
     stage.learning_rate, stage.lr_decay_every = lr, every
-    rates = np.asarray(train.learning_rate_schedule(stage)(steps))
+    rates = np.asarray(optimizer.learning_rate_schedule(stage)(steps))
     expected[steps >= first] = rates[steps >= first]
-  got = np.asarray(train.learning_rate_schedule(wide.train)(steps))
+  got = np.asarray(optimizer.learning_rate_schedule(wide.train)(steps))
   np.testing.assert_allclose(got, expected, rtol=1e-6)
   assert got[0] == np.float32(1e-3) and got[-1] == np.float32(1e-5)
 
@@ -95,10 +95,10 @@ def test_synthetic_benchmark_is_wide_on_octant_clips_with_window_graphs():
   """configs/synthetic_benchmark.py is configs/synthetic_wide.py with the three settings of the
   direction result (docs/RESULTS.md, "Direction labels set by the motion"), on a build that
   exists."""
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
   wide = _load(REPO / "configs" / "synthetic_wide.py").get_config()
   bench = _load(REPO / "configs" / "synthetic_benchmark.py").get_config()
-  assert train._config_differences(wide, bench) == {  # pylint: disable=protected-access
+  assert run_folder.config_differences(wide, bench) == {
       "data.builder_config": ("xlarge", "octant_xlarge"),
       "model.dir_window_graphs": (False, True),
       "loss.share_direction_permutation": (False, True),

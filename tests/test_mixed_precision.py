@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 import one_step  # noqa: E402
 
-from asmp_jax import train  # noqa: E402
+from asmp_jax import optimizer, train  # noqa: E402
 from asmp_jax.models import asmp as asmp_model  # noqa: E402
 
 
@@ -19,7 +19,7 @@ def test_bfloat16_step_keeps_float32_state_and_metrics():
   config = one_step.load_config()
   config.model.dtype = "bfloat16"
   model = asmp_model.create_model(config.model)
-  tx = train.create_optimizer(config.train)
+  tx = optimizer.create_optimizer(config.train)
   batch = one_step.fake_batch(2, config)
   state = train.create_train_state(config, model, tx, batch, jax.random.key(0))
   new_state, metrics = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx,

@@ -43,3 +43,30 @@ def test_pre_redesign_run_restores_and_separates_identically(saved, tmp_path):
   np.testing.assert_allclose(out["class_probs"], saved["out_class_probs"], rtol=0, atol=1e-5)
   np.testing.assert_allclose(out["dir_probs"], saved["out_dir_probs"], rtol=0, atol=1e-5)
   assert int(out["num_crops"]) == int(saved["out_num_crops"])
+
+
+def test_pre_redesign_train_state_restores_for_training(tmp_path):
+  """Its train state (which still holds the RNG key the state has since dropped) restores into
+  the current TrainState, as a resume does."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
+  from asmp_jax.models import asmp as asmp_model  # pylint: disable=g-import-not-at-top
+  run = str(tmp_path / "run")
+  shutil.copytree(os.path.join(FIXTURE, "run"), run)
+  config = run_folder.load_saved_config(run)
+  model = asmp_model.create_model(config.model)
+  tx = optimizer.create_optimizer(config.train)
+  batch = _fixture_module().example_batch(config, 2)
+  abstract = train.abstract_state(config, model, tx, batch)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mngr = run_folder.read_only_checkpoints(run_folder.checkpoints_path(run))
+  try:
+    assert "rng" in mngr.item_metadata(1)["state"].tree  # the old layout
+    state = train.restore_checkpoint(mngr, 1, abstract, jax.tree.map(lambda _: device, abstract))
+  finally:
+    mngr.close()
+  assert isinstance(state, train.TrainState) and int(state.step) == 1
+  variables, _ = inference.restore_variables(run, config)
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(variables["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert len(jax.tree.leaves(state.opt_state)) == len(jax.tree.leaves(abstract.opt_state))

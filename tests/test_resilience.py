@@ -1,6 +1,8 @@
 """A killed (SIGKILL) or preempted (SIGTERM) run resumes and ends exactly as an unbroken one."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,3 +104,69 @@ def test_sigterm_saves_exits_zero_then_resume(tiny_data_dir, tmp_path, reference
   assert resumed.returncode == 0, resumed.stdout[-3000:]
   assert f"Resuming from the checkpoint of step {stopped_at}" in resumed.stdout
   _compare(workdir, reference)
+
+
+def _corrupt(checkpoint_dir):
+  """Overwrites every file of a checkpoint's train state with bytes of the same length."""
+  for root, _, files in os.walk(os.path.join(checkpoint_dir, "state")):
+    for name in files:
+      path = os.path.join(root, name)
+      size = os.path.getsize(path)
+      with open(path, "wb") as f:
+        f.write(b"\x5a" * size)
+
+
+@pytest.mark.slow
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_data_dir, tmp_path,
+                                                                   reference):
+  workdir = str(tmp_path / "corrupt")
+  shutil.copytree(reference, workdir)
+  _corrupt(os.path.join(workdir, "checkpoints", str(STEPS)))
+  config_before = open(os.path.join(workdir, "config.json")).read()
+  resumed = run_launch(workdir, tiny_data_dir, *COMMON)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+  assert re.search(rf"Checkpoint \S+/checkpoints/{STEPS} cannot be restored", resumed.stdout)
+  assert f"Resuming from the checkpoint of step {STEPS - 2}" in resumed.stdout
+  assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))  # kept, not deleted
+  _compare(workdir, reference)  # and the run still ends exactly as the unbroken one
+  # With no intact checkpoint: one line, and config.json is not rewritten.
+  for step in os.listdir(os.path.join(workdir, "checkpoints")):
+    _corrupt(os.path.join(workdir, "checkpoints", step))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config_before)
+  mtime = os.path.getmtime(os.path.join(workdir, "config.json"))
+  failed = run_launch(workdir, tiny_data_dir, *COMMON, "--config.train.num_train_steps=12")
+  assert failed.returncode != 0
+  assert re.search(r"^error: no intact checkpoint in \S+/checkpoints: ", failed.stdout, re.M)
+  assert "Traceback" not in failed.stdout
+  assert os.path.getmtime(os.path.join(workdir, "config.json")) == mtime
+
+
+@pytest.mark.slow
+def test_sigterm_while_building_the_data_stops_cleanly_then_the_rerun_continues(tmp_path):
+  """SIGTERM during start-up (here the first build of the data set) ends the run with status 0
+  and a message; the same command then builds, trains and prints a console a log file can
+  hold (no escape codes, no TFDS size banner, the compilation timed)."""
+  data_dir, workdir = str(tmp_path / "tfds"), str(tmp_path / "run")
+  args = [sys.executable, "launch.py", "--config=configs/synthetic_tiny.py",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          "--config.train.num_train_steps=1", "--config.eval.num_pairs=0"]
+  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if "Preparing asmp_synthetic" in line:
+      time.sleep(2)
+      proc.send_signal(signal.SIGTERM)
+      break
+  out = "".join(lines) + proc.communicate(timeout=600)[0]
+  assert proc.returncode == 0, out[-3000:]
+  assert "Stopped by SIGTERM while preparing the data set" in out, out[-3000:]
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  rerun = subprocess.run(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=1800)
+  assert rerun.returncode == 0, rerun.stdout[-3000:]
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+  assert "\x1b" not in rerun.stdout and "Unknown size" not in rerun.stdout
+  assert re.search(r"Compiled the train step in [\d.]+ s", rerun.stdout)

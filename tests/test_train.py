@@ -13,6 +13,11 @@ import pytest
 from conftest import REPO, run_launch
 
 
+def changes(saved, current, step):
+  from asmp_jax import optimizer, run_folder  # pylint: disable=g-import-not-at-top
+  return run_folder.resume_changes(saved, current, step, optimizer.learning_rate_schedule)
+
+
 def _ckpt_steps(workdir):
   d = os.path.join(workdir, "checkpoints")
   return sorted(int(x) for x in os.listdir(d) if x.isdigit())
@@ -26,7 +31,14 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert "step 6/6" in first.stdout
   assert "evaluation on test (" in first.stdout  # the evaluation's summary line, in the run's log
   assert _ckpt_steps(workdir) == [3, 6]  # checkpoint_every=3, max_to_keep=2
-  with open(os.path.join(workdir, "eval_test.json")) as f:
+  # The console: the compilation named and timed, plain lines, the result in one line.
+  assert re.search(r"Compiled the train step in [\d.]+ s", first.stdout), first.stdout[-3000:]
+  assert "\x1b" not in first.stdout
+  assert "Unable to initialize backend" not in first.stdout
+  assert re.search(r"Result at step 6: test, 2 pairs: SDR gain over the mixture [+-][\d.]+ ± "
+                   r"[\d.]+ dB .*ideal-mask ceiling .* gain over the majority vote \([\d.]+\) "
+                   r"[+-][\d.]+ ± [\d.]+", first.stdout), first.stdout[-3000:]
+  with open(os.path.join(workdir, "eval_test_step6.json")) as f:
     results = json.load(f)
   for key in ("model", "mixture", "oracle_ibm", "oracle_irm"):
     assert results[key]["num_valid"] > 0
@@ -74,7 +86,9 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   assert "step 6, test" in ev.stdout
   # Reading the state alone says nothing of the data iterator's item it leaves unread.
   assert "could not be restored" not in ev.stdout and "setting create=False" not in ev.stdout
-  with open(os.path.join(workdir, "eval_test_step6.json")) as f:
+  # The run's own record of step 6 is kept; this one goes beside it.
+  assert "eval_test_step6.2.json" in ev.stdout
+  with open(os.path.join(workdir, "eval_test_step6.2.json")) as f:
     again = json.load(f)
   assert again["pairs"] == results["pairs"] and again["checkpoint_step"] == 6
   np.testing.assert_allclose(again["model"]["sdr"], results["model"]["sdr"], atol=1e-3)
@@ -124,9 +138,9 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
   # The source's checkpoints are opened read-only without Orbax's warnings about forced options.
   assert "setting create=False" not in fourth.stdout
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
-  src_vars, _ = inference.restore_variables(workdir, train.load_saved_config(workdir), step=8)
-  fork_vars, _ = inference.restore_variables(fork, train.load_saved_config(fork), step=9)
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
+  src_vars, _ = inference.restore_variables(workdir, run_folder.load_saved_config(workdir), step=8)
+  fork_vars, _ = inference.restore_variables(fork, run_folder.load_saved_config(fork), step=9)
   leaves = zip(jax.tree.leaves(src_vars["params"]), jax.tree.leaves(fork_vars["params"]))
   assert all(np.array_equal(a, b) for a, b in leaves)
   # ... and refuses a source with another model, or one already at num_train_steps.
@@ -141,82 +155,82 @@ def test_train_evaluate_checkpoint_and_resume(tiny_data_dir, tmp_path):
 
 
 def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   saved = tiny.get_config()
   saved.train.update(learning_rate=1e-3, lr_decay_every=100, lr_decay_factor=0.1)
   saved = type(saved)(json.loads(saved.to_json()))  # as read back from config.json
   same = type(saved)(saved.to_dict())
-  assert train.resume_changes(saved, same, 250) == []
+  assert changes(saved, same, 250) == []
   longer = type(saved)(saved.to_dict())
   longer.train.num_train_steps = saved.train.num_train_steps + 10
-  assert train.resume_changes(saved, longer, 250) == [
+  assert changes(saved, longer, 250) == [
       f"train.num_train_steps: {saved.train.num_train_steps} -> {longer.train.num_train_steps}"]
   # Raising the decay interval at step 250 puts the rate back from 1e-5 to 1e-4.
   later_decay = type(saved)(saved.to_dict())
   later_decay.train.lr_decay_every = 200
-  assert train.resume_changes(saved, later_decay, 250) == [
+  assert changes(saved, later_decay, 250) == [
       "train.lr_decay_every: 100 -> 200", "learning rate at step 250: 1e-05 -> 0.0001"]
   # A piecewise schedule is a schedule change too.
   piecewise = type(saved)(saved.to_dict())
   piecewise.train.lr_boundaries, piecewise.train.lr_values = (200,), (1e-3, 2e-4)
-  assert train.resume_changes(saved, piecewise, 250) == [
+  assert changes(saved, piecewise, 250) == [
       "train.lr_boundaries: () -> (200,)", "train.lr_values: () -> (0.001, 0.0002)",
       "learning rate at step 250: 1e-05 -> 0.0002"]
   # A config.json from before a key existed holds its default: resuming with the key at its
   # default is no change, setting it is one.
   old = type(saved)(saved.to_dict())
   del old.train["lr_boundaries"], old.train["lr_values"], old.train["init_from"]
-  assert train.resume_changes(old, same, 250) == []
-  assert train.resume_changes(old, piecewise, 250)[-1] == (
+  assert changes(old, same, 250) == []
+  assert changes(old, piecewise, 250)[-1] == (
       "learning rate at step 250: 1e-05 -> 0.0002")
   # The same for a model key: absent means the default (no node BatchNorm), which this tiny
   # config changes.
   del old.model["node_batch_norm"]
-  with pytest.raises(train.TrainingError, match="model.node_batch_norm: checkpoint False"):
-    train.check_compatible(old, same)
+  with pytest.raises(run_folder.RunFolderError, match="model.node_batch_norm: checkpoint False"):
+    run_folder.check_compatible(old, same)
   no_norm = type(saved)(saved.to_dict())
   no_norm.model.node_batch_norm = False
-  train.check_compatible(old, no_norm)
+  run_folder.check_compatible(old, no_norm)
   # A saved key the code no longer has is named as ignored on resume; a state-defining one is
   # refused with the way out.
   removed = type(saved)(saved.to_dict())
   removed.train.retired_option = 3
-  assert train.resume_changes(removed, same, 250) == [
+  assert changes(removed, same, 250) == [
       "train.retired_option: 3 (no longer a setting; ignored)"]
   removed.model.retired_layer = True
-  with pytest.raises(train.TrainingError, match=(r"model.retired_layer: checkpoint True vs now "
+  with pytest.raises(run_folder.RunFolderError, match=(r"model.retired_layer: checkpoint True vs now "
                                                  r"<not a setting of this code>(.|\n)*delete")):
-    train.check_compatible(removed, same)
+    run_folder.check_compatible(removed, same)
   # Model settings that only change how the same parameters are used are resumable changes.
   switched = type(saved)(saved.to_dict())
   switched.model.dir_window_graphs = not saved.model.dir_window_graphs
   switched.model.dtype = "bfloat16"
-  train.check_compatible(saved, switched)
-  train.check_compatible(saved, switched, source="/elsewhere")
-  assert train.resume_changes(saved, switched, 250) == [
+  run_folder.check_compatible(saved, switched)
+  run_folder.check_compatible(saved, switched, source="/elsewhere")
+  assert changes(saved, switched, 250) == [
       f"model.dir_window_graphs: {saved.model.dir_window_graphs} -> "
       f"{switched.model.dir_window_graphs}", "model.dtype: 'float32' -> 'bfloat16'"]
   switched.model.embed_dim += 1  # one that does define the state is still refused
-  with pytest.raises(train.TrainingError, match="model.embed_dim") as err:
-    train.check_compatible(saved, switched)
+  with pytest.raises(run_folder.RunFolderError, match="model.embed_dim") as err:
+    run_folder.check_compatible(saved, switched)
   assert "dir_window_graphs" not in str(err.value) and "dtype" not in str(err.value)
   # A saved schedule this code cannot evaluate is reported, not fatal.
   bad = type(saved)(saved.to_dict())
   bad.train.lr_values = (1e-3,)
   bad.train.lr_boundaries = (100,)  # one value short
-  assert train.resume_changes(bad, same, 250)[-1] == "learning rate at step 250: unknown -> 1e-05"
+  assert changes(bad, same, 250)[-1] == "learning rate at step 250: unknown -> 1e-05"
 
 
 def test_init_from_refuses_a_directory_that_is_not_a_run(tmp_path):
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
-  with pytest.raises(train.TrainingError, match="no config.json there"):
-    train.check_init_source(str(tmp_path / "missing"), config)
-  train.save_config(str(tmp_path), config)  # a config but no checkpoint yet
-  with pytest.raises(train.TrainingError, match="no checkpoint in"):
-    train.check_init_source(str(tmp_path), config)
+  with pytest.raises(run_folder.RunFolderError, match="no config.json there"):
+    run_folder.check_init_source(str(tmp_path / "missing"), config)
+  run_folder.save_config(str(tmp_path), config)  # a config but no checkpoint yet
+  with pytest.raises(run_folder.RunFolderError, match="no checkpoint in"):
+    run_folder.check_init_source(str(tmp_path), config)
 
 
 def test_unknown_config_key_is_refused(tmp_path):
@@ -245,6 +259,49 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data_dir, tmp
 
 
 @pytest.mark.slow
+def test_a_diverging_run_saves_no_checkpoint_it_cannot_continue_from(tiny_data_dir, tmp_path):
+  """lr=1e9: step 1's parameters are finite (about 1e9) but step 2 from them is not, so step 1
+  is not saved; rerunning with a sane learning rate then trains."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  common = ("--config.train.num_train_steps=3", "--config.train.checkpoint_every=1",
+            "--config.train.log_every=1", "--config.eval.num_pairs=0")
+  bad = run_launch(workdir, tiny_data_dir, "--config.train.learning_rate=1e9", *common)
+  assert bad.returncode != 0 and "non-finite loss or state at step 2" in bad.stdout, (
+      bad.stdout[-3000:])
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  for step in _ckpt_steps(workdir) if os.path.isdir(ckpt_dir) else []:
+    state = ocp.CheckpointManager(ckpt_dir).restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state)), step
+    assert all(np.abs(x).max() < 1e6 for x in jax.tree.leaves(state["params"])), step
+  good = run_launch(workdir, tiny_data_dir, *common)
+  assert good.returncode == 0, good.stdout[-3000:]
+  assert _ckpt_steps(workdir)[-1] == 3
+
+
+def test_the_no_tpu_warning_of_jax_becomes_one_explaining_line():
+  import logging  # pylint: disable=g-import-not-at-top
+  import launch  # pylint: disable=g-import-not-at-top
+
+  def record(platform):
+    return logging.LogRecord("jax._src.xla_bridge", logging.WARNING, __file__, 1,
+                             "Unable to initialize backend '%s': %s",
+                             (platform, "libtpu.so: cannot open shared object file"), None)
+  assert launch._NoTpuHere().filter(record("tpu")) is False  # pylint: disable=protected-access
+  assert launch._NoTpuHere().filter(record("cuda")) is True  # pylint: disable=protected-access
+
+
+def test_numeric_config_values_are_checked_before_anything_runs(tmp_path):
+  for override, message in (("--config.train.learning_rate=1e39", "config.train.learning_rate="
+                             "1e+39 is not a finite float32 number"),
+                            ("--config.train.b2=1.0", "config.train.b2=1.0 is out of range")):
+    proc = run_launch(str(tmp_path / "run"), str(tmp_path / "nodata"), override)
+    assert proc.returncode != 0 and f"error: {message}" in proc.stdout, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stdout and not (tmp_path / "nodata").exists()
+
+
+@pytest.mark.slow
 def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
   """The per-window direction conditioning end to end: pipeline, train step, test evaluation,
   resuming a run trained without it (the same parameters; the switch is logged as a change)."""
@@ -258,7 +315,7 @@ def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
   assert "Resuming from the checkpoint of step 1" in proc.stdout
   assert "model.dir_window_graphs: False -> True" in proc.stdout
   assert "step 2/2" in proc.stdout and _ckpt_steps(workdir)[-1] == 2
-  with open(os.path.join(workdir, "eval_test.json")) as f:
+  with open(os.path.join(workdir, "eval_test_step2.json")) as f:
     results = json.load(f)
   assert results["direction_count"] > 0 and results["model"]["num_valid"] > 0
   with open(os.path.join(workdir, "config.json")) as f:
@@ -266,31 +323,31 @@ def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
 
 
 def test_piecewise_learning_rate_and_its_refusals():
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   t = tiny.get_config().train
   t.lr_boundaries, t.lr_values = (2, 5), (0.1, 0.01, 0.5)
-  rates = np.asarray(train.learning_rate_schedule(t)(np.arange(7)))
+  rates = np.asarray(optimizer.learning_rate_schedule(t)(np.arange(7)))
   np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.01, 0.5, 0.5], rtol=1e-6)
   t.lr_boundaries, t.lr_values = (), (0.25,)  # one value, no boundary: constant
-  assert float(train.learning_rate_schedule(t)(10**6)) == 0.25
+  assert float(optimizer.learning_rate_schedule(t)(10**6)) == 0.25
   for bounds, values in (((2, 5), (0.1, 0.01)), ((5, 2), (0.1, 0.01, 0.5)),
                          ((0,), (0.1, 0.01)), ((2.5,), (0.1, 0.01)), ((2,), (0.1, -1.0))):
     t.lr_boundaries, t.lr_values = bounds, values
     with pytest.raises(ValueError, match="lr_boundaries"):
-      train.learning_rate_schedule(t)
+      optimizer.learning_rate_schedule(t)
 
 
 def test_a_config_json_from_before_a_key_existed_loads_with_the_default(tmp_path):
   """Evaluation, inference and resumes read config.json through load_saved_config: keys added to
   the code since a run was written come back at their defaults instead of failing."""
   from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   written = json.loads(tiny.get_config().to_json())
   del written["eval"]["window_hop_s"], written["model"]["graph_mode"]
   (tmp_path / "config.json").write_text(json.dumps(written))
-  loaded = train.load_saved_config(str(tmp_path))
+  loaded = run_folder.load_saved_config(str(tmp_path))
   base = config_lib.base_config()
   assert loaded.eval.window_hop_s == base.eval.window_hop_s
   assert loaded.model.graph_mode == base.model.graph_mode
@@ -302,21 +359,21 @@ def test_a_config_json_with_a_retired_key_loads_and_resumes(tmp_path):
   """model.num_videos (the model now reads the number of videos from its batch) in a run's
   config.json is dropped on load: the run evaluates and resumes under the current config."""
   from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
   current = tiny.get_config()
   written = json.loads(current.to_json())
   written["model"]["num_videos"] = 2
   (tmp_path / "config.json").write_text(json.dumps(written))
-  loaded = train.load_saved_config(str(tmp_path))
+  loaded = run_folder.load_saved_config(str(tmp_path))
   assert "num_videos" not in loaded.model and loaded.data.num_videos == 2
-  train.check_compatible(ml_collections.ConfigDict(written), current)
-  assert train.resume_changes(ml_collections.ConfigDict(written), current, 5) == []
+  run_folder.check_compatible(ml_collections.ConfigDict(written), current)
+  assert changes(ml_collections.ConfigDict(written), current, 5) == []
   assert "model.num_videos" in config_lib.RETIRED_KEYS and "num_videos" not in current.model
 
 
 def test_keep_if_finite_takes_the_new_tree_only_when_finite():
-  from asmp_jax import train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import optimizer, run_folder, train  # pylint: disable=g-import-not-at-top
   old = {"step": np.int32(3), "w": np.zeros((2, 3), np.float32)}
   new = {"step": np.int32(4), "w": np.full((2, 3), np.nan, np.float32)}
   guard = jax.jit(train.keep_if_finite)

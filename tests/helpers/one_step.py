@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from asmp_jax import input_pipeline, preprocess, train
+from asmp_jax import input_pipeline, optimizer, preprocess, train
 import importlib.util
 
 
@@ -58,7 +58,7 @@ def main(out):
   replicated = NamedSharding(mesh, P())
   from asmp_jax.models import asmp as asmp_model
   model = asmp_model.create_model(config.model)
-  tx = train.create_optimizer(config.train)
+  tx = optimizer.create_optimizer(config.train)
   batch = fake_batch(4, config)
   state = jax.jit(lambda b, r: train.create_train_state(config, model, tx, b, r),
                   out_shardings=replicated)(batch, jax.random.key(0))

@@ -1,5 +1,5 @@
 """Writes the checked-in run of tests/test_pre_redesign_checkpoint.py (kept as the record of how
-it was made; the test reads only its scene_graphs).
+it was made; the test reads only its scene_graphs and example_batch).
 
   python tests/data/pre_redesign/make_fixture.py DATA_DIR
 
@@ -52,8 +52,23 @@ def scene_graphs(inp):
       source_names=["a", "b"], measured_direction=np.full((2, w), -1, np.int32))
 
 
+def example_batch(config, batch_size):
+  """Zeros shaped as a training batch of ``config`` (filled by training) without the data set."""
+  from asmp_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  n, nw, a = preprocess.MAX_NODES, 10, preprocess.MAX_AUDITORY
+  clip = {"audio": np.zeros(nw * config.data.sample_rate, np.int16),
+          "node_features": np.zeros((nw, n, config.model.node_feature_dim), np.float16),
+          "node_mask": np.ones((nw, n), bool), "node_type": np.zeros((nw, n), np.int8),
+          "adjacency": np.zeros((nw, n, n), np.float16), "window_valid": np.ones(nw, bool),
+          "source_class": np.zeros(a, np.int32), "dir10": np.zeros((nw, a), np.int32),
+          "dir28": np.zeros((nw, a), np.int32)}
+  pair = input_pipeline.make_pair([clip, clip], None,
+                                  input_pipeline.PairConfig.from_config(config))
+  return {k: np.zeros((batch_size,) + np.shape(v), np.asarray(v).dtype) for k, v in pair.items()}
+
+
 def main(data_dir):
-  from asmp_jax import config_lib, train  # pylint: disable=g-import-not-at-top
+  from asmp_jax import config_lib, run_folder, train  # pylint: disable=g-import-not-at-top
   run = os.path.join(HERE, "run")
   shutil.rmtree(run, ignore_errors=True)
   config = config_lib.config_from_file(os.path.join(REPO, "configs", "synthetic_tiny.py"))
@@ -67,7 +82,7 @@ def main(data_dir):
   config.eval.num_pairs = 0
   train.train_and_evaluate(config, run)
   for name in os.listdir(run):  # keep config, metadata and the checkpoint only
-    if name not in (train.CONFIG_FILE, train.DATASET_META_FILE, "checkpoints"):
+    if name not in (run_folder.CONFIG_FILE, run_folder.DATASET_META_FILE, "checkpoints"):
       path = os.path.join(run, name)
       shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
   sep = inference.Separator.from_checkpoint(run)
