@@ -40,7 +40,6 @@ from asmp_jax import slot_matching
 
 Array = jax.Array
 
-MAX_PERMUTATION_SLOTS = slot_matching.MAX_SLOTS
 MASK_TARGETS = ("ibm", "ratio")
 # Weight of each time-frequency bin in L_cyc: "" = the target's own (ibm: none, as the paper;
 # ratio: log1p, as the public code), "none", "log1p" (``clip(log1p(X_mix), 1e-3, 10)``, the public
@@ -253,14 +252,12 @@ def orthogonality_loss(embeddings: Array, source_mask: Array) -> tuple[Array, Ar
   return _mean(per_example), per_example
 
 
-def _cfg(loss_config: Any, key: str, default: Any = None, required: bool = True) -> Any:
+def _cfg(loss_config: Any, key: str) -> Any:
   """``loss_config[key]`` for a mapping or ConfigDict; a clear error naming a missing key."""
   try:
     return loss_config[key]
   except (KeyError, AttributeError, TypeError):
-    if required:
-      raise ValueError(f"config.loss.{key} is missing") from None
-    return default
+    raise ValueError(f"config.loss.{key} is missing") from None
 
 
 def _matched_accuracy(logits: Array, labels: Array, assignment: Array,
@@ -282,7 +279,8 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
       ``dir_valid [B, U, S, Wd]``, ``video_mag_warped [B, U, H, W]`` (linear, warped domain),
       ``mix_log_mag [B, H, W]``.
     loss_config: ``lambda_cons``, ``lambda_cyc``, ``lambda_ortho``, ``lambda_dir``,
-      ``mask_target`` ("ibm" | "ratio"), optional ``share_direction_permutation`` (False).
+      ``mask_target`` ("ibm" | "ratio"), ``mask_weight``, ``share_direction_permutation``
+      (every key required: `asmp_jax.config_lib.base_config` holds their defaults).
 
   Returns:
     ``(loss, metrics)``; metrics (float32 scalars): ``loss``, ``loss_cons``, ``loss_cyc``,
@@ -295,7 +293,7 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   if target_kind not in MASK_TARGETS:
     raise ValueError(f"config.loss.mask_target must be one of {MASK_TARGETS}, got "
                      f"{target_kind!r}")
-  share = bool(_cfg(loss_config, "share_direction_permutation", False, required=False))
+  share = bool(_cfg(loss_config, "share_direction_permutation"))
 
   source_mask = batch["source_mask"].astype(bool)
   cons_logits = outputs["cons_logits"].astype(jnp.float32)
@@ -318,7 +316,7 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   video_mags = batch["video_mag_warped"]
   ibm = ibm_target(video_mags)
   masks = outputs["masks"].astype(jnp.float32)
-  weight_kind = _cfg(loss_config, "mask_weight", "", required=False) or (
+  weight_kind = _cfg(loss_config, "mask_weight") or (
       "none" if target_kind == "ibm" else "log1p")
   if weight_kind not in MASK_WEIGHTS:
     raise ValueError(f"config.loss.mask_weight must be one of {MASK_WEIGHTS}, got "

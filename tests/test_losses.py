@@ -256,7 +256,7 @@ def _fake_outputs_and_batch(seed, perfect=False):
 
 
 LOSS_CFG = {"lambda_cons": 0.05, "lambda_cyc": 1.0, "lambda_ortho": 1.0, "lambda_dir": 0.05,
-            "mask_target": "ibm"}
+            "mask_target": "ibm", "mask_weight": "", "share_direction_permutation": False}
 
 
 @pytest.mark.parametrize("target", ["ibm", "ratio"])
@@ -326,3 +326,7 @@ def test_total_loss_config_errors():
     losses.total_loss(outputs, batch, cfg)
   with pytest.raises(ValueError, match="mask_target"):
     losses.total_loss(outputs, batch, dict(LOSS_CFG, mask_target="soft"))
+  # Every key is required (base_config holds the defaults): a missing one is named.
+  for key in ("mask_weight", "share_direction_permutation"):
+    with pytest.raises(ValueError, match=f"config.loss.{key} is missing"):
+      losses.total_loss(outputs, batch, {k: v for k, v in LOSS_CFG.items() if k != key})

@@ -8,11 +8,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from asmp_jax import losses, models
+from asmp_jax import config_lib, losses, models
 from asmp_jax.models import asmp, conditioners, graph_encoder, inputs, unet
 
 NN, F, H = 6, 12, 128
-TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
+TINY = dict(config_lib.base_config().model.to_dict(),
+            node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
             edgeconv_dim=8, num_slots=3, unet_width_mult=0.125, num_classes=5,
             num_direction_classes=10, dir_window_cols=20, dir_window_stride=20,
             num_dir_windows=6, cls_width=4, cls_blocks=(1,), graph_mode="asmp",
@@ -110,8 +111,7 @@ def train_step_result():
   batch = {k: jnp.asarray(v) for k, v in _full_batch(1).items()}
   shapes = {k: v for k, v in batch.items() if k in models.BATCH_DTYPES}
   variables = _jit_init(model, shapes, train=False)
-  loss_cfg = ml_collections.ConfigDict(dict(lambda_cons=0.05, lambda_cyc=1.0, lambda_ortho=1.0,
-                                            lambda_dir=0.05, mask_target="ibm"))
+  loss_cfg = config_lib.base_config().loss  # lambdas 0.05, 1, 1, 0.05; ibm target
 
   def step(params, batch_stats, batch):
     def loss_fn(p):
@@ -424,10 +424,20 @@ def test_config_validation_names_the_key():
     models.create_model(dict(TINY, dtype="float8"))
   with pytest.raises(ValueError, match="config.model.unet_norm"):
     models.create_model(dict(TINY, unet_norm="layer"))
-  # ConfigDict input (as the trainer passes config.model), optional keys defaulted.
+  # ConfigDict input (as the trainer passes config.model); every key is required.
   model = models.create_model(ml_collections.ConfigDict(TINY))
   assert model.spec == models.ModelSpec(**TINY)
-  assert model.spec.compact_slots and model.spec.conv_transpose_impl == "custom"
+  for key in ("compact_slots", "sep_log_eps", "dir_window_graphs"):
+    with pytest.raises(ValueError, match=f"config.model.{key} is missing"):
+      models.create_model({k: v for k, v in TINY.items() if k != key})
+  with pytest.raises(ValueError, match="config.model.compact_slots must be True or False"):
+    models.create_model(dict(TINY, compact_slots=1))
+  with pytest.raises(ValueError, match="config.model.sep_log_eps must be a number > 0"):
+    models.create_model(dict(TINY, sep_log_eps=0.0))
+  # The spec's fields are exactly the keys of base_config's model section (its defaults).
+  base = config_lib.base_config().model
+  assert {f.name for f in dataclasses.fields(models.ModelSpec)} == set(base)
+  assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(models.ModelSpec))
 
 
 def test_batch_shapes_and_eval_shape_init():

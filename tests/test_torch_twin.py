@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from asmp_jax import losses, models, train
+from asmp_jax import config_lib, losses, models, train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
 import torch_twin as tt  # noqa: E402  pylint: disable=wrong-import-position
 
 NN, F, H = 6, 12, 256  # 256 x 256: a 2 x 2 bottleneck, as in the real model
-TINY = dict(node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
+TINY = dict(config_lib.base_config().model.to_dict(),
+            node_feature_dim=F, node_hidden=32, embed_dim=16, gat_heads=2, gat_head_dim=4,
             edgeconv_dim=8, num_slots=3, unet_width_mult=0.125, num_classes=5,
             num_direction_classes=10, dir_window_cols=40, dir_window_stride=40,
             num_dir_windows=6, cls_width=4, cls_blocks=(1, 1), graph_mode="asmp",
@@ -92,7 +93,8 @@ def flax_and_twin():
   model = models.create_model(TINY)
   batch = _batch(3)
   variables = _perturbed_variables(model, batch)
-  loss_cfg = ml_collections.ConfigDict(dict(mask_target="ibm",
+  loss_cfg = ml_collections.ConfigDict(dict(mask_target="ibm", mask_weight="",
+                                            share_direction_permutation=False,
                                             **{f"lambda_{k}": v for k, v in LAMBDAS.items()}))
 
   def step(params, stats, b):

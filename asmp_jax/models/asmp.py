@@ -22,15 +22,13 @@ Design choices (documented here once):
 * The U-Net encodes each mixture once and decodes ``U * S`` conditionings (see unet.py).
 * Invalid slots are computed like valid ones (static shapes) and masked in the losses; they do
   take part in the decoder's and classifiers' BatchNorm statistics.
-* Optional ``config.model`` keys (defaults in `ModelSpec`): ``unet_first_layer_norm`` (True:
-  BatchNorm on the first encoder layer, as the Co-Separation public U-Net), ``conv_transpose_impl``
-  ("custom" fast kernel gradient | "plain"), ``sep_log_eps`` (1e-4, bounds the log's gradient
-  where a mask is ~0), ``compact_slots`` (True).
+* Every ``config.model`` key is required (`spec_from_config`); `asmp_jax.config_lib.base_config`
+  holds the defaults and says what each key does.
 * Direction conditioning: the paper builds a scene graph in each 1 s window's reference frame
   and gives h_Lambda "the visual encoding of the source i" beside the window's spectrogram slice,
   without saying which window's graph that encoding comes from. By default every slice of a crop
   sees the embedding of the crop's first window (the one that conditions the U-Net);
-  ``dir_window_graphs`` (optional key, False) runs the same graph encoder and GRU on each slice's
+  ``dir_window_graphs`` (True) runs the same graph encoder and GRU on each slice's
   own window graph (batch keys `WINDOW_BATCH_DTYPES`) and gives each slice that embedding. The
   separation is conditioned as before.
 * ``dtype`` is the compute dtype (``"bfloat16"`` for accelerators); parameters stay float32 and
@@ -58,41 +56,38 @@ _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads
                       "edgeconv_dim", "num_slots", "num_classes",
                       "num_direction_classes", "dir_window_cols", "dir_window_stride",
                       "num_dir_windows", "cls_width")
-# Keys read with their `ModelSpec` default when the config lacks them.
-OPTIONAL_KEYS = ("unet_first_layer_norm", "conv_transpose_impl", "sep_log_eps", "compact_slots",
-                 "node_batch_norm", "unet_cond_scale", "unet_norm", "dir_window_graphs")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """Validated, hashable copy of ``config.model`` (see `spec_from_config`)."""
+  """Validated, hashable copy of ``config.model`` (see `spec_from_config`; the values and their
+  meaning are those of `asmp_jax.config_lib.base_config`, the one place defaults live)."""
   node_feature_dim: int
-  node_hidden: int = 1024
-  embed_dim: int = 512
-  gat_heads: int = 4
-  gat_head_dim: int = 64
-  edgeconv_dim: int = 256
-  num_slots: int = 3
-  unet_width_mult: float = 1.0
-  num_classes: int = 15
-  num_direction_classes: int = 10
-  dir_window_cols: int = 46
-  dir_window_stride: int = 42
-  num_dir_windows: int = 6
-  cls_width: int = 64
-  cls_blocks: tuple[int, ...] = (2, 2, 2, 2)
-  graph_mode: str = "asmp"
-  dtype: str = "float32"
-  # Optional keys (read with defaults when absent from the config):
-  unet_first_layer_norm: bool = True
-  conv_transpose_impl: str = "custom"
-  sep_log_eps: float = 1e-4
-  compact_slots: bool = True
-  node_batch_norm: bool = False
-  unet_cond_scale: float = 1.0
-  unet_norm: str = "batch"
-  dir_window_graphs: bool = False
+  node_hidden: int
+  embed_dim: int
+  gat_heads: int
+  gat_head_dim: int
+  edgeconv_dim: int
+  num_slots: int
+  unet_width_mult: float
+  num_classes: int
+  num_direction_classes: int
+  dir_window_cols: int
+  dir_window_stride: int
+  num_dir_windows: int
+  cls_width: int
+  cls_blocks: tuple[int, ...]
+  graph_mode: str
+  dtype: str
+  unet_first_layer_norm: bool
+  conv_transpose_impl: str
+  sep_log_eps: float
+  compact_slots: bool
+  node_batch_norm: bool
+  unet_cond_scale: float
+  unet_norm: str
+  dir_window_graphs: bool
 
 
 def _lookup(cfg: Any, key: str) -> Any:
@@ -121,8 +116,7 @@ def spec_from_config(model_config: Any) -> ModelSpec:
     try:
       values[f.name] = _lookup(model_config, f.name)
     except KeyError:
-      if f.name not in OPTIONAL_KEYS:
-        raise ValueError(f"config.model.{f.name} is missing") from None
+      raise ValueError(f"config.model.{f.name} is missing") from None
   for key in _REQUIRED_INT_KEYS:
     v = values[key]
     if isinstance(v, bool) or not isinstance(v, int) or v < _MIN_VALUES.get(key, 1):
@@ -140,13 +134,17 @@ def spec_from_config(model_config: Any) -> ModelSpec:
   values["cls_blocks"] = blocks
   conditioners.get(values["graph_mode"])  # raises naming config.model.graph_mode
   resolve_dtype(values["dtype"])  # raises naming config.model.dtype
-  if values.get("unet_norm", "batch") not in UNET_NORMS:
+  if values["unet_norm"] not in UNET_NORMS:
     raise ValueError(f"config.model.unet_norm must be one of {UNET_NORMS}, got "
                      f"{values['unet_norm']!r}")
-  if not isinstance(values.get("dir_window_graphs", False), bool):
-    raise ValueError("config.model.dir_window_graphs must be True or False, got "
-                     f"{values['dir_window_graphs']!r}")
-  if values.get("conv_transpose_impl", "custom") not in ("custom", "plain"):
+  for key in ("dir_window_graphs", "unet_first_layer_norm", "compact_slots", "node_batch_norm"):
+    if not isinstance(values[key], bool):
+      raise ValueError(f"config.model.{key} must be True or False, got {values[key]!r}")
+  for key in ("sep_log_eps", "unet_cond_scale"):
+    if isinstance(values[key], bool) or not isinstance(values[key], (int, float)) or not (
+        values[key] > 0):
+      raise ValueError(f"config.model.{key} must be a number > 0, got {values[key]!r}")
+  if values["conv_transpose_impl"] not in ("custom", "plain"):
     raise ValueError("config.model.conv_transpose_impl must be 'custom' or 'plain', got "
                      f"{values['conv_transpose_impl']!r}")
   if values["gat_heads"] * values["gat_head_dim"] != values["edgeconv_dim"]:
