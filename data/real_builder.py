@@ -31,6 +31,7 @@ from asmp_jax import schema
 from asmp_jax.graph import features as graph_features
 
 WORKERS_ENV = "ASMP_DATA_WORKERS"
+CROP_WEIGHTS_ENV = "ASMP_CROP_ENCODER_WEIGHTS"
 
 
 def _map(fn, items: Sequence[Any], workers: int):
@@ -104,7 +105,9 @@ class RealConfig(tfds.core.BuilderConfig):
     graph: "released" (the released Chamfer graph and displacements where present, our own
       preprocessing elsewhere) or "own" (always our own preprocessing; needs frames).
     feature_extractor / feature_dim: node features ("precomputed" region features of this size,
-      or "hog_color" computed from the pixels; raw source only).
+      or "hog_color" / "resnet18_crops" computed from the pixels; raw source only).
+    crop_encoder_weights: "resnet18_crops" only: the torchvision resnet18 state_dict file
+      ("" = $ASMP_CROP_ENCODER_WEIGHTS).
     background_feature: background-node feature ("zeros" or "mean"; see preprocess).
     released_thresholds: no-motion thresholds for the released displacements.
     released_rbf_mode: edge weights from the released distances ("paper", "public",
@@ -117,6 +120,7 @@ class RealConfig(tfds.core.BuilderConfig):
   graph: str = "released"
   feature_extractor: str = graph_features.PRECOMPUTED
   feature_dim: int = 2048
+  crop_encoder_weights: str = ""
   background_feature: str = "zeros"
   released_thresholds: tuple[float, float, float] = fmt.PUBLIC_CODE_THRESHOLDS
   released_rbf_mode: str = "paper"
@@ -125,6 +129,8 @@ class RealConfig(tfds.core.BuilderConfig):
 
   def settings(self) -> Settings:
     return Settings(feature_extractor=self.feature_extractor, feature_dim=self.feature_dim,
+                    crop_encoder_weights=(self.crop_encoder_weights
+                                          or os.environ.get(CROP_WEIGHTS_ENV, "")),
                     graph=self.graph, background_feature=self.background_feature,
                     released_thresholds=tuple(self.released_thresholds),
                     released_rbf_mode=self.released_rbf_mode)
@@ -135,6 +141,11 @@ DEFAULT_CONFIGS = (
                "Chamfer distances, displacements)."),
     RealConfig(name="raw", source="raw", description="Downloaded videos + per-video detection "
                "files, through our own preprocessing."),
+    RealConfig(name="raw_resnet18_crops", source="raw", graph="own",
+               feature_extractor=graph_features.RESNET18_CROPS,
+               feature_dim=graph_features.RESNET18_CROPS_DIM,
+               description="As 'raw', node features from a ResNet-18 on each object's crop "
+               "(Co-Separation's; weights: $ASMP_CROP_ENCODER_WEIGHTS)."),
 )
 
 
@@ -254,6 +265,9 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     manual = self.manual_dir_of(dl_manager)
     root = self.data_root(manual)
+    if self.builder_config.feature_extractor == graph_features.RESNET18_CROPS:
+      from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top  (torch: optional)
+      crops.encoder(self.builder_config.settings().crop_encoder_weights)  # refuses a bad file now
     videos = self.list_videos(manual)
     return {split: self._generate_examples(root, manual, split, videos[split])
             for split in SPLITS}

@@ -204,6 +204,7 @@ class Settings:
   num_windows: int = NUM_WINDOWS
   feature_extractor: str = graph_features.PRECOMPUTED
   feature_dim: int = 2048
+  crop_encoder_weights: str = ""  # resnet18_crops: the ResNet-18 state_dict file
   graph: str = "released"  # released (where present, else own) | own
   background_feature: str = "zeros"
   released_thresholds: tuple[float, float, float] = fmt.PUBLIC_CODE_THRESHOLDS
@@ -279,7 +280,7 @@ def _preprocess_config(s: Settings) -> preprocess.PreprocessConfig:
       window_frames=int(FPS), num_windows=s.num_windows, feature_extractor=s.feature_extractor,
       iou_threshold=s.iou_threshold, min_context_score=s.min_context_score,
       rbf_percentile=s.rbf_percentile, no_motion_thresholds=s.no_motion_thresholds,
-      background_feature=s.background_feature)
+      background_feature=s.background_feature, crop_encoder_weights=s.crop_encoder_weights)
 
 
 def _own_example(frames, audio, dets, depth_path, flow_path, task: VideoTask):

@@ -99,3 +99,39 @@ def test_preprocess_clip_gives_512_d_node_features(weights_file):
 def test_unknown_extractor_names_the_registered_ones():
   with pytest.raises(ValueError, match="resnet18_crops"):
     features.feature_dim("resnet50")
+
+
+def test_raw_crop_builder_carries_the_weights_and_refuses_a_bad_file_first(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from asmp_data import real_builder, real_common  # pylint: disable=g-import-not-at-top
+  from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
+  bad = tmp_path / "bad.pth"
+  bad.write_bytes(b"not a torch file")
+  monkeypatch.setenv(real_builder.CROP_WEIGHTS_ENV, str(bad))
+  cfg = {c.name: c for c in real_builder.DEFAULT_CONFIGS}["raw_resnet18_crops"]
+  pcfg = real_common._preprocess_config(cfg.settings())  # pylint: disable=protected-access
+  assert (pcfg.feature_extractor, pcfg.crop_encoder_weights) == (features.RESNET18_CROPS, str(bad))
+  manual = tmp_path / "manual"
+  (manual / "videos").mkdir(parents=True)
+  builder = asiw.Builder(data_dir=str(tmp_path / "tfds"), config="raw_resnet18_crops",
+                         file_format="array_record")
+  assert builder.info.metadata["feature_dim"] == 512
+  with pytest.raises(weights_lib.WeightsError) as e:  # before the split lists are even read
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
+        file_format="array_record")
+  assert str(e.value).startswith(str(bad)) and "\n" not in str(e.value)
+
+
+def test_coseparation_config_builds_its_data_with_the_extractor_it_infers_with(monkeypatch):
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from asmp_data import real_builder  # pylint: disable=g-import-not-at-top
+  from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(real_builder.CROP_WEIGHTS_ENV, "/w/resnet18.pth")
+  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "coseparation.py"
+  config = config_lib.config_from_file(str(path))
+  data_cfg = {c.name: c for c in real_builder.DEFAULT_CONFIGS}[config.data.builder_config]
+  assert data_cfg.feature_extractor == config.graph.feature_extractor == features.RESNET18_CROPS
+  assert data_cfg.settings().crop_encoder_weights == config.graph.crop_encoder_weights
+  assert preprocess.PreprocessConfig.from_config(config).crop_encoder_weights == "/w/resnet18.pth"
+  assert config.model.graph_mode == "single_node" and config.loss.lambda_dir == 0
