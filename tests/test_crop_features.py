@@ -135,3 +135,16 @@ def test_coseparation_config_builds_its_data_with_the_extractor_it_infers_with(m
   assert data_cfg.settings().crop_encoder_weights == config.graph.crop_encoder_weights
   assert preprocess.PreprocessConfig.from_config(config).crop_encoder_weights == "/w/resnet18.pth"
   assert config.model.graph_mode == "single_node" and config.loss.lambda_dir == 0
+
+
+def test_a_crop_checkpoint_with_a_missing_weight_file_is_refused_before_any_video(tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from asmp_jax import vision  # pylint: disable=g-import-not-at-top
+  missing = str(tmp_path / "gone.pth")
+  config = ml_collections.ConfigDict({"graph": {"feature_extractor": features.RESNET18_CROPS,
+                                                "crop_encoder_weights": missing},
+                                      "model": {"node_feature_dim": 512}})
+  with pytest.raises(weights_lib.WeightsError, match="gone.pth: weight file not found"):
+    vision.check_checkpoint(config, vision.VisionProviders(), None)
+  config.graph.crop_encoder_weights = crops.RANDOM
+  vision.check_checkpoint(config, vision.VisionProviders(), None)  # no detector needed

@@ -81,10 +81,14 @@ class VisionProviders:
 
 def check_checkpoint(config, learned: VisionProviders, detections_file: str | None) -> None:
   """Refuses, before any video is decoded, a 'precomputed'-feature checkpoint that would get no
-  region features or features of another size than the detector's."""
+  region features or features of another size than the detector's, and a 'resnet18_crops' one
+  whose crop-encoder weight file is missing or not a ResNet-18."""
   from asmp_jax.graph import features as graph_features  # pylint: disable=g-import-not-at-top
   from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top
   extractor = config.graph.feature_extractor
+  if extractor == graph_features.RESNET18_CROPS:
+    from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top
+    crops.encoder(str(config.graph.get("crop_encoder_weights", "")))
   if extractor != graph_features.PRECOMPUTED:
     return
   if learned.detector is None and not detections_file:
