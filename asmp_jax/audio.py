@@ -1,7 +1,7 @@
 """Audio front end: STFT/iSTFT, log-frequency warp, mixing and separation masks (JAX).
 
 Conventions follow the public code shared by Sound of Pixels, Co-Separation, AVSGS and ASMP
-(DESIGN.md section 2):
+(docs/design.md, "Audio"):
 
   * 11025 Hz mono waveforms; training crops of ``CROP = 65535`` samples (about 5.94 s).
   * STFT with a periodic Hann window of ``WIN = N_FFT = 1022`` samples and ``HOP = 256``, centred

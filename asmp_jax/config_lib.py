@@ -36,7 +36,7 @@ def drop_retired_keys(config: ml_collections.ConfigDict) -> ml_collections.Confi
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Paper settings (ASMP, NeurIPS 2022, §4.1 and DESIGN.md §2) on the synthetic data set."""
+  """Paper settings (ASMP, NeurIPS 2022, §4.1; docs/design.md) on the synthetic data set."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 

@@ -196,7 +196,7 @@ def pair_dataset(source: Sequence[Example], cfg: PairConfig, *, seed: int, train
     process_index, process_count: each process keeps every ``process_count``-th pair.
   """
   pairs = _PairSource(len(source), seed, cfg.num_videos, None if train else num_pairs)
-  import grain  # pylint: disable=g-import-not-at-top  # the clip-level helpers above need none
+  import grain  # pylint: disable=g-import-not-at-top  # the clip-level functions above need none
   ds = grain.MapDataset.source(pairs)
   if train:
     ds = ds.repeat(None)

@@ -48,7 +48,7 @@ _NUMPY = (("numpy", "ndarray"), ("numpy", "dtype"),
           ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
           ("numpy._core.numeric", "_frombuffer"))
 # (module, name) of the globals a data pickle may name, after Python 2 and numpy < 2 names are
-# mapped to today's (``__builtin__`` -> ``builtins``, ``numpy.core`` -> ``numpy._core``).
+# mapped to the current ones (``__builtin__`` -> ``builtins``, ``numpy.core`` -> ``numpy._core``).
 DATA_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     [("builtins", n) for n in _BUILTINS] + list(_NUMPY)
     + [("collections", "OrderedDict"), ("collections", "defaultdict"), ("_codecs", "encode")])
@@ -57,7 +57,7 @@ _DATA_SUMMARY = "plain containers, numbers, strings, bytes and numpy arrays"
 
 
 def _canonical(module: str, name: str) -> tuple[str, str]:
-  """Today's (module, name) for a global as written by Python 2 or numpy < 2."""
+  """The current (module, name) for a global as written by Python 2 or numpy < 2."""
   if (module, name) in _compat_pickle.NAME_MAPPING:
     module, name = _compat_pickle.NAME_MAPPING[(module, name)]
   module = _compat_pickle.IMPORT_MAPPING.get(module, module)

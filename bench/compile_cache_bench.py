@@ -4,7 +4,7 @@ Builds the tiny synthetic set (if ``--data_dir`` lacks it), then runs the tiny c
 ``launch.py`` (6 train steps, validation, test evaluation) in fresh processes: once to fill a
 cache, then ``--rounds`` times alternating without the cache and with the warm cache. Prints each
 wall time, the medians, their ratio, and whether the final validation line is the same with and
-without the cache. tests/conftest.py gives every test session such a shared cache.
+without the cache. tests/conftest.py gives every test run such a shared cache.
 
   python bench/compile_cache_bench.py --rounds=2
 """

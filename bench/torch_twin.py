@@ -58,7 +58,7 @@ from asmp_jax.models.unet import unet_widths
 Tensor = torch.Tensor
 
 
-# ----------------------------------------------------------------------------- small helpers
+# ----------------------------------------------------------------------------- small functions
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

@@ -32,7 +32,6 @@ the markers is left alone). ``--results_file=`` writes nothing.
 from __future__ import annotations
 
 import argparse
-import datetime
 import multiprocessing as mp
 import os
 import pathlib
@@ -359,7 +358,7 @@ def summarise(results: list[dict[str, Any]], cli, load_before, load_after) -> tu
   dev_ours, dev_twin = first["info_ours"]["device"], first["info_twin"]["device"]
   peak = peak_for(dev_ours)
   lines.append(f"ours: {dev_ours}; twin: {dev_twin}, torch {first['info_twin']['torch']}")
-  md.append(f"Measured {datetime.date.today().isoformat()} on {dev_ours} (twin: {dev_twin}, "
+  md.append(f"Measured on {dev_ours} (twin: {dev_twin}, "
             f"torch {first['info_twin']['torch']}); load average (1/5/15 min) "
             f"{'/'.join(f'{x:.1f}' for x in load_before)} before, "
             f"{'/'.join(f'{x:.1f}' for x in load_after)} after. Model: unet_width_mult "

@@ -1,4 +1,4 @@
-"""What the ASIW and AVE builders share: class maps, file lookup helpers and the per-video
+"""What the ASIW and AVE builders share: class maps, file lookup functions and the per-video
 conversion (released files or raw videos -> one example). The TFDS builder base is in
 :mod:`asmp_data.real_builder`.
 
@@ -139,7 +139,7 @@ def read_vocabulary(path: str) -> list[str]:
     return [l.strip() for l in f]
 
 
-# ----------------------------------------------------------------------------- small helpers
+# ----------------------------------------------------------------------------- small functions
 
 
 def first_existing(paths: Iterable[str]) -> str | None:

@@ -18,7 +18,7 @@ def shared_compilation_cache(tmp_path_factory):
   Most end-to-end tests run launch.py (or a worker) in fresh processes that compile the same
   tiny model; with the cache only the first compiles it (a tiny launch.py run: 73 s without,
   26 s with a warm cache, same results; docs/RESULTS.md, "Test suite"). The cache lives in this
-  session's temporary directory, so nothing carries over between test runs.
+  test run's temporary directory, so nothing carries over between test runs.
   """
   cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",

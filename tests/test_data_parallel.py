@@ -26,7 +26,7 @@ def test_one_vs_four_devices(tmp_path):
   assert int(one["devices"]) == 1 and int(four["devices"]) == 4
   np.testing.assert_allclose(one["losses"], four["losses"], rtol=1e-5)
   # The gradient is the same up to float32 reduction order (7.8e-5 of the largest entry on the
-  # development machine, 2026-11-29; other CPUs reorder reductions differently).
+  # 2-core development CPU; other CPUs reorder reductions differently).
   g1, g4 = one["grads"], four["grads"]
   assert np.abs(g1 - g4).max() <= 3e-4 * np.abs(g1).max(), np.abs(g1 - g4).max()
   # BatchNorm statistics are global-batch statistics on both (not per-device ones). Compared after

@@ -95,7 +95,7 @@ def test_stereo_44k_is_downmixed_and_resampled(tmp_path):
   assert multi.shape == (out.shape[0], 2)
 
 
-def test_downmix_and_resample_helpers():
+def test_downmix_and_resample():
   x = np.stack([np.ones(10), -np.ones(10) * 3], axis=1)
   np.testing.assert_allclose(media.downmix(x), -np.ones(10))
   y = media.resample(_tone(300.0, 16000, 0.5), 16000, 8000)

@@ -1,4 +1,4 @@
-"""BSS Eval v3 in JAX against mir_eval (float64), plus the direction-accuracy helpers."""
+"""BSS Eval v3 in JAX against mir_eval (float64), plus the direction-accuracy functions."""
 
 import jax
 import jax.numpy as jnp
