@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -155,8 +154,8 @@ def test_separate_cli_with_the_three_learned_providers(weights, tmp_path):
 
 @pytest.mark.slow
 def test_paper_setting_checkpoint_separates_a_video_with_the_detector(weights, tmp_path):
-  with open(os.path.join(RUN, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
+  config = run_folder.load_saved_config(RUN)  # the saved config as restores read it
   with open(os.path.join(RUN, "dataset_meta.json")) as f:
     meta = json.load(f)
   config.graph.feature_extractor = "precomputed"
