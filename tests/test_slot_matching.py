@@ -1,4 +1,4 @@
-"""Tests for asmp_jax.slot_matching and the matchings built on it (losses, evaluation, inference)."""
+"""Tests for asmp_jax.slot_matching and the matchings built on it (losses, evaluate, inference)."""
 import itertools
 
 import jax

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from asmp_jax.models import conditioners, inputs
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
-from asmp_jax.models.inputs import BATCH_DTYPES, WINDOW_BATCH_DTYPES
+from asmp_jax.models.inputs import BATCH_DTYPES, WINDOW_BATCH_DTYPES  # noqa: F401  (public here)
 from asmp_jax.models.layers import resolve_dtype
 from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
