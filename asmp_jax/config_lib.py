@@ -22,8 +22,9 @@ MAX_NODES = MAX_AUDITORY + MAX_CONTEXT + 1
 # implied by something else; they are dropped when a saved config is read (`drop_retired_keys`).
 # model.num_videos: the model takes the number of videos per mixture from its input batch
 # (config.data.num_videos decides it). data.max_nodes, data.max_auditory: never read (the graph
-# sizes are the constants above).
-RETIRED_KEYS = ("model.num_videos", "data.max_nodes", "data.max_auditory")
+# sizes are the constants above). model.conv_transpose_impl: model.kernels.
+RETIRED_KEYS = ("model.num_videos", "data.max_nodes", "data.max_auditory",
+                "model.conv_transpose_impl")
 
 
 def drop_retired_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -111,9 +112,11 @@ def base_config() -> ml_collections.ConfigDict:
   # BatchNorm after the U-Net's first encoder convolution (Co-Separation public U-Net: yes;
   # False gives the pix2pix variant).
   m.unet_first_layer_norm = True
-  # Transposed convolutions of the U-Net decoder: "custom" (a kernel gradient tuned for CPU) |
-  # "plain" (nn.ConvTranspose); the same parameters either way.
-  m.conv_transpose_impl = "custom"
+  # Which implementation runs the convolutions and the max pool (same parameters, values and
+  # gradients): "cpu_tuned" (custom gradients measured faster on XLA:CPU) | "plain" (nn.Conv,
+  # nn.ConvTranspose, nn.max_pool) | "auto" (cpu_tuned on CPU, plain on GPU/TPU); see
+  # asmp_jax.models.layers. Logged at the start of training.
+  m.kernels = "auto"
   # Added inside the log of the separated magnitude: bounds the log's gradient where a mask is ~0.
   m.sep_log_eps = 1e-4
   # GRU step k conditions the k-th *valid* source slot (True) or slot k whatever its validity.

@@ -72,7 +72,8 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str = "") -> None:
                builder.builder_config.name if builder.builder_config else "", builder.data_dir)
   # TFDS prints its own banners (sizes it does not know: "Unknown size") and, in a log file,
   # progress bars as escape codes; this function logs the build itself.
-  builder._log_download_bytes = builder._log_download_done = lambda: None  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  builder._log_download_bytes = builder._log_download_done = lambda: None
   if not sys.stderr.isatty():
     tfds.disable_progress_bar()
   t0 = time.time()

@@ -28,7 +28,8 @@ import logging
 import numpy as np
 
 # The static graph sizes (one definition, beside the config that builds on them).
-from asmp_jax.config_lib import MAX_AUDITORY, MAX_CONTEXT, MAX_NODES  # pylint: disable=unused-import
+from asmp_jax.config_lib import (  # pylint: disable=unused-import
+    MAX_AUDITORY, MAX_CONTEXT, MAX_NODES)
 from asmp_jax.graph import build as graph_build
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import motion as graph_motion

@@ -124,8 +124,8 @@ _STATE_DEFINING = ("model", "graph.feature_extractor", "data.name", "train.weigh
 # dtype: compute precision (params, optimizer state and batch stats stay float32).
 # dir_window_graphs: which window's graph the direction head reads (same encoder and GRU), e.g.
 # fine-tuning a trained separator's direction head on each window's own graph.
-# conv_transpose_impl: which implementation of the same convolution runs (models/layers.py).
-_NOT_STATE_DEFINING = ("model.dtype", "model.dir_window_graphs", "model.conv_transpose_impl")
+# kernels: which implementation of the same convolutions runs (models/layers.py).
+_NOT_STATE_DEFINING = ("model.dtype", "model.dir_window_graphs", "model.kernels")
 _SCHEDULE_KEYS = ("train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor",
                   "train.lr_boundaries", "train.lr_values")
 

@@ -244,8 +244,8 @@ def require_gcloud(path: str | None = None) -> str:
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
-def _run_step(step: Step, cfg: tpu_config.SubmitConfig, runner: Runner, sleep: Callable[[float], None],
-              out) -> None:
+def _run_step(step: Step, cfg: tpu_config.SubmitConfig, runner: Runner,
+              sleep: Callable[[float], None], out) -> None:
   print(f"+ {render_step(step, cfg.poll_seconds)}", file=out, flush=True)
   if step.until is None:
     rc = runner(list(step.argv)).returncode

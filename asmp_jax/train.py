@@ -9,11 +9,11 @@ Structure (flax/examples style):
     statistics are reduced across devices, so 1 device and N devices compute the same update.
   * :func:`train_and_evaluate` sets up the data (:func:`setup_data`), initialises or restores
     the state (:func:`init_or_restore`, run folder in asmp_jax.run_folder) and runs
-    :func:`asmp_jax.train_loop.train_loop`: data from grain, metrics to TensorBoard and the console, Orbax checkpoints
-    of the train state *and* the data-iterator position, automatic resume from the newest intact
-    checkpoint in the workdir, a clean stop on SIGTERM at any stage (asmp_jax.stopping), and a
-    refusal to continue on a non-finite step. A checkpoint holds only a state whose next step
-    was finite (the last good checkpoint is good).
+    :func:`asmp_jax.train_loop.train_loop`: data from grain, metrics to TensorBoard and the
+    console, Orbax checkpoints of the train state *and* the data-iterator position, automatic
+    resume from the newest intact checkpoint in the workdir, a clean stop on SIGTERM at any
+    stage (asmp_jax.stopping), and a refusal to continue on a non-finite step. A checkpoint
+    holds only a state whose next step was finite (the last good checkpoint is good).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from asmp_jax import stopping
 from asmp_jax import summary
 from asmp_jax import train_loop
 from asmp_jax.models import asmp as asmp_model
+from asmp_jax.models import layers
 
 
 @flax.struct.dataclass
@@ -368,6 +369,9 @@ def _train_and_evaluate(config, workdir):
   replicated = NamedSharding(mesh, P())
   data = setup_data(config)
   model = asmp_model.create_model(config.model)
+  logging.info("Convolution kernels: %s (config.model.kernels=%r, backend %s).",
+               layers.resolve_kernels(config.model.kernels), config.model.kernels,
+               jax.default_backend())
   tx = optimizer.create_optimizer(config.train)
   shardings = jax.tree.map(lambda _: replicated,
                            abstract_state(config, model, tx, data.example_batch))
@@ -390,7 +394,8 @@ def _train_and_evaluate(config, workdir):
     from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
     results = evaluate.evaluate(
         state, model, config, datasets.data_source(data.builder, config.eval.split),
-        config.eval.split, workdir, train_labels=datasets.direction_labels(data.train_src, config.model),
+        config.eval.split, workdir,
+        train_labels=datasets.direction_labels(data.train_src, config.model),
         writer=writer, step=int(state.step))
     logging.info("Result at step %d: %s", int(state.step), summary.final_line(results))
   writer.close()

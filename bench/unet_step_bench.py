@@ -1,18 +1,19 @@
-"""U-Net train-step time with the plain vs the custom-VJP transposed convolution.
+"""U-Net train-step time with the plain vs the CPU-tuned kernels (asmp_jax.models.layers).
 
 Times one jitted step (forward + backward + Adam update) of the ASMP U-Net
 (`asmp_jax.models.unet.ConditionedUNet`, 7 down / 7 up, full width by default) on a batch of
-256x256 log-spectrograms, once with ``conv_impl="plain"`` (autodiff of ``lax.conv_transpose``,
-whose kernel gradient takes XLA:CPU's slow generic path) and once with ``conv_impl="custom"``
-(kernel gradient as the weight gradient of the equivalent strided convolution). Both variants are
+256x256 log-spectrograms, once with ``conv_impl="plain"`` (autodiff of ``lax.conv_transpose`` and
+``lax.conv_general_dilated``,
+whose kernel gradients take XLA:CPU's slow paths) and once with ``conv_impl="cpu_tuned"``
+(asmp_jax.models.cpu_kernels: custom and batch-chunked kernel gradients). Both variants are
 compiled first, then measured in alternation (A B A B ...) so that drifting machine load affects
-both alike; the script prints per-variant medians and the plain/custom ratio.
+both alike; the script prints per-variant medians and the plain/cpu_tuned ratio.
 
   python bench/unet_step_bench.py                       # batch 4, full width, 5 rounds
   python bench/unet_step_bench.py --rounds=3 --steps_per_round=1 --width_mult=0.5
   # Encoder once + 6 decodes (ASMP) vs re-encoding the mixture for each of the 6 conditionings:
-  python bench/unet_step_bench.py --impls=custom --batch=4 --conditionings=6
-  python bench/unet_step_bench.py --impls=custom --batch=24 --conditionings=1
+  python bench/unet_step_bench.py --impls=cpu_tuned --batch=4 --conditionings=6
+  python bench/unet_step_bench.py --impls=cpu_tuned --batch=24 --conditionings=1
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ flags.DEFINE_float("width_mult", 1.0, "U-Net width multiplier (1.0 = paper).")
 flags.DEFINE_integer("embed_dim", 512, "Conditioning vector size.")
 flags.DEFINE_integer("rounds", 5, "Alternating measurement rounds per variant.")
 flags.DEFINE_integer("steps_per_round", 2, "Steps timed per round (mean per step is recorded).")
-flags.DEFINE_list("impls", ["plain", "custom"], "Transposed-convolution implementations to time.")
+flags.DEFINE_list("impls", ["plain", "cpu_tuned"], "Kernel choices (layers.KERNELS) to time.")
 
 
 def make_step(impl: str, spec: jax.Array, cond: jax.Array, target: jax.Array):
@@ -98,8 +99,8 @@ def main(argv):
   for impl, v in variants.items():
     print(f"{impl:>6}: median {med[impl]:.3f} s/step  (min {min(v[2]):.3f}, max {max(v[2]):.3f}, "
           f"{len(v[2])} rounds x {FLAGS.steps_per_round} steps)")
-  if "plain" in med and "custom" in med:
-    print(f"plain / custom = {med['plain'] / med['custom']:.2f}x")
+  if "plain" in med and "cpu_tuned" in med:
+    print(f"plain / cpu_tuned = {med['plain'] / med['cpu_tuned']:.2f}x")
 
 
 if __name__ == "__main__":

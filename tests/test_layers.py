@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from asmp_jax.models import layers
+from asmp_jax.models import cpu_kernels, layers
 
 
 def _rel_err(a, b):
@@ -24,8 +24,8 @@ def test_custom_vjp_matches_plain_float64(shape):
     k = jnp.asarray(rng.normal(size=(4, 4, ci, co)), jnp.float64)
     g = jnp.asarray(rng.normal(size=(n, 2 * h, 2 * w, co)), jnp.float64)
 
-    y_plain, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
-    y_fast, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    y_plain, vjp_plain = jax.vjp(cpu_kernels.conv_transpose_4x4s2_plain, x, k)
+    y_fast, vjp_fast = jax.vjp(cpu_kernels.conv_transpose_4x4s2, x, k)
     assert y_fast.shape == (n, 2 * h, 2 * w, co)
     assert y_fast.dtype == jnp.float64
     assert _rel_err(y_fast, y_plain) <= 1e-12
@@ -38,15 +38,15 @@ def test_custom_vjp_matches_plain_float64(shape):
 def test_phase_forward_and_custom_vjp_match_plain_float64(shape):
   """Shapes with >= PHASE_MIN_FEATURES output channels take the sub-pixel forward path."""
   n, h, w, ci, co = shape
-  assert co >= layers.PHASE_MIN_FEATURES
+  assert co >= cpu_kernels.PHASE_MIN_FEATURES
   with jax.enable_x64(True):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(n, h, w, ci)), jnp.float64)
     k = jnp.asarray(rng.normal(size=(4, 4, ci, co)), jnp.float64)
     g = jnp.asarray(rng.normal(size=(n, 2 * h, 2 * w, co)), jnp.float64)
-    y_plain, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
-    assert _rel_err(layers.conv_transpose_4x4s2_phases(x, k), y_plain) <= 1e-12
-    y_fast, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    y_plain, vjp_plain = jax.vjp(cpu_kernels.conv_transpose_4x4s2_plain, x, k)
+    assert _rel_err(cpu_kernels.conv_transpose_4x4s2_phases(x, k), y_plain) <= 1e-12
+    y_fast, vjp_fast = jax.vjp(cpu_kernels.conv_transpose_4x4s2, x, k)
     assert y_fast.dtype == jnp.float64
     assert _rel_err(y_fast, y_plain) <= 1e-12
     for a, b in zip(vjp_fast(g), vjp_plain(g)):
@@ -65,7 +65,7 @@ def test_max_pool_value_and_gradient_equal_flax_float64(shape):
     x[:, : shape[1] // 2, : shape[2] // 2] = 0.5
     x = jnp.asarray(x, jnp.float64)
     y_ref, vjp_ref = jax.vjp(ref, x)
-    y, vjp = jax.vjp(layers.max_pool_3x3s2, x)
+    y, vjp = jax.vjp(cpu_kernels.max_pool_3x3s2, x)
     assert y.shape == y_ref.shape and y.dtype == jnp.float64
     np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float64)
@@ -91,7 +91,7 @@ def test_conv2d_chunked_kernel_gradient_matches_lax_float64(n, stride, padding, 
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     def fast(x, k):   # ~2 examples per chunk -> several chunks, the last one shorter for odd n
-      return layers.conv2d(x, k, (stride, stride), padding,
+      return cpu_kernels.conv2d(x, k, (stride, stride), padding,
                            dw_chunk_bytes=2 * 8 * int(np.prod(plain(x, k).shape[1:])))
 
     y_plain, vjp_plain = jax.vjp(plain, x, k)
@@ -104,12 +104,12 @@ def test_conv2d_chunked_kernel_gradient_matches_lax_float64(n, stride, padding, 
 
 
 def test_batch_chunks_cover_the_batch_in_near_equal_pieces():
-  assert layers.batch_chunks(48, 2**20, 6 * 2**20) == [(i, i + 6) for i in range(0, 48, 6)]
-  assert layers.batch_chunks(7, 10, 25) == [(0, 2), (2, 4), (4, 5), (5, 7)]
-  assert layers.batch_chunks(3, 10**9) == [(0, 1), (1, 2), (2, 3)]
-  assert layers.batch_chunks(5, 1) == [(0, 5)]
+  assert cpu_kernels.batch_chunks(48, 2**20, 6 * 2**20) == [(i, i + 6) for i in range(0, 48, 6)]
+  assert cpu_kernels.batch_chunks(7, 10, 25) == [(0, 2), (2, 4), (4, 5), (5, 7)]
+  assert cpu_kernels.batch_chunks(3, 10**9) == [(0, 1), (1, 2), (2, 3)]
+  assert cpu_kernels.batch_chunks(5, 1) == [(0, 5)]
   for n, b, c in ((13, 3, 10), (288, 196_608, 6 * 2**20), (1, 5, 1)):
-    chunks = layers.batch_chunks(n, b, c)
+    chunks = cpu_kernels.batch_chunks(n, b, c)
     sizes = [hi - lo for lo, hi in chunks]
     assert chunks[0][0] == 0 and chunks[-1][1] == n
     assert all(a[1] == b_[0] for a, b_ in zip(chunks, chunks[1:]))
@@ -137,14 +137,14 @@ def test_conv_module_equals_nn_conv():
 
 def test_conv_transpose_kernel_gradient_in_chunks_float64(monkeypatch):
   """The transposed conv's custom VJP with several kernel-gradient chunks == plain autodiff."""
-  monkeypatch.setattr(layers, "DW_CHUNK_BYTES", 2 * 4 * 4 * 3 * 8)   # 2 examples per chunk
+  monkeypatch.setattr(cpu_kernels, "DW_CHUNK_BYTES", 2 * 4 * 4 * 3 * 8)   # 2 examples per chunk
   with jax.enable_x64(True):
     rng = np.random.default_rng(8)
     x = jnp.asarray(rng.normal(size=(5, 4, 4, 3)), jnp.float64)
     k = jnp.asarray(rng.normal(size=(4, 4, 3, 9)), jnp.float64)
     g = jnp.asarray(rng.normal(size=(5, 8, 8, 9)), jnp.float64)
-    _, vjp_plain = jax.vjp(layers.conv_transpose_4x4s2_plain, x, k)
-    _, vjp_fast = jax.vjp(layers.conv_transpose_4x4s2, x, k)
+    _, vjp_plain = jax.vjp(cpu_kernels.conv_transpose_4x4s2_plain, x, k)
+    _, vjp_fast = jax.vjp(cpu_kernels.conv_transpose_4x4s2, x, k)
     for a, b in zip(vjp_fast(g), vjp_plain(g)):
       assert _rel_err(a, b) <= 1e-6
 
@@ -159,7 +159,7 @@ def test_plain_equals_flax_conv_transpose_and_torch_shape():
     variables = ref.init(jax.random.key(0), x)
     y_ref = ref.apply(variables, x)
     kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
-    y = layers.conv_transpose_4x4s2_plain(x, kernel) + bias
+    y = cpu_kernels.conv_transpose_4x4s2_plain(x, kernel) + bias
     assert y.shape == (2, 8, 10, 5)
     assert _rel_err(y, y_ref) <= 1e-12
 
@@ -197,17 +197,18 @@ def test_custom_vjp_bfloat16_runs_and_is_close():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)), jnp.bfloat16)
   k = jnp.asarray(rng.normal(size=(4, 4, 8, 6)) * 0.1, jnp.bfloat16)
-  gk_fast = jax.grad(lambda k: jnp.sum(layers.conv_transpose_4x4s2(x, k).astype(jnp.float32)))(k)
+  gk_fast = jax.grad(
+      lambda k: jnp.sum(cpu_kernels.conv_transpose_4x4s2(x, k).astype(jnp.float32)))(k)
   gk_plain = jax.grad(
-      lambda k: jnp.sum(layers.conv_transpose_4x4s2_plain(x, k).astype(jnp.float32)))(k)
+      lambda k: jnp.sum(cpu_kernels.conv_transpose_4x4s2_plain(x, k).astype(jnp.float32)))(k)
   assert gk_fast.dtype == jnp.bfloat16
   assert _rel_err(gk_fast, gk_plain) < 2e-2
 
 
 def test_bad_shapes_raise():
   with pytest.raises(ValueError, match="kernel"):
-    layers.conv_transpose_4x4s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((3, 3, 3, 2)))
-  with pytest.raises(ValueError, match="impl"):
+    cpu_kernels.conv_transpose_4x4s2(jnp.zeros((1, 2, 2, 3)), jnp.zeros((3, 3, 3, 2)))
+  with pytest.raises(ValueError, match="config.model.kernels"):
     layers.ConvTranspose4x4s2(2, impl="fast").init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
 
 
@@ -217,3 +218,42 @@ def test_l2_normalize_unit_and_zero_safe():
   np.testing.assert_allclose(np.asarray(y), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
   g = jax.grad(lambda x: jnp.sum(layers.l2_normalize(x)))(x)
   assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_kernel_choice_resolves_per_backend():
+  assert layers.resolve_kernels("auto", "cpu") == "cpu_tuned"
+  assert layers.resolve_kernels("auto", "gpu") == layers.resolve_kernels("auto", "tpu") == "plain"
+  assert layers.resolve_kernels("plain", "cpu") == "plain"
+  with pytest.raises(ValueError, match="config.model.kernels"):
+    layers.resolve_kernels("custom")
+
+
+def test_cpu_tuned_and_plain_kernels_are_interchangeable():
+  """Same parameter tree, and the same values and gradients to float32 tolerance, for the U-Net
+  (strided and transposed convolutions) and the ResNet backbone (convolutions, max pool)."""
+  from asmp_jax.models import classifiers, unet  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  spec = jnp.asarray(rng.normal(size=(2, 128, 128)), jnp.float32)
+  cond = jnp.asarray(rng.normal(size=(2, 2, 8)), jnp.float32)
+  cases = [(lambda k: unet.ConditionedUNet(0.0625, conv_impl=k), (spec, cond)),
+           (lambda k: classifiers.ResNetBackbone(4, (1, 1), kernels=k), (spec[:, :64, :64],))]
+  for make, args in cases:
+    tuned, plain = make("cpu_tuned"), make("plain")
+    variables = tuned.init(jax.random.key(0), *args, train=True)
+    assert (jax.tree.structure(variables)
+            == jax.tree.structure(plain.init(jax.random.key(0), *args, train=True)))
+
+    def loss(params, module):
+      out, _ = module.apply({**variables, "params": params}, *args, train=True,
+                            mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(out)), out
+    (v1, out1), g1 = jax.value_and_grad(loss, has_aux=True)(variables["params"], tuned)
+    (v2, out2), g2 = jax.value_and_grad(loss, has_aux=True)(variables["params"], plain)
+    np.testing.assert_allclose(out1, out2, rtol=1e-4, atol=1e-5)
+    # Per parameter to 1e-4 of the largest gradient (BatchNorm makes some gradients sums that
+    # nearly cancel, whose own relative error is meaningless), and 1e-4 relative overall.
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(g2))
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
+    flat = [jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)]) for g in (g1, g2)]
+    assert _rel_err(*flat) <= 1e-4

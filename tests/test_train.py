@@ -199,8 +199,9 @@ def test_resume_changes_names_settings_and_the_learning_rate_it_changes():
   assert changes(removed, same, 250) == [
       "train.retired_option: 3 (no longer a setting; ignored)"]
   removed.model.retired_layer = True
-  with pytest.raises(run_folder.RunFolderError, match=(r"model.retired_layer: checkpoint True vs now "
-                                                 r"<not a setting of this code>(.|\n)*delete")):
+  with pytest.raises(run_folder.RunFolderError,
+                     match=(r"model.retired_layer: checkpoint True vs now "
+                            r"<not a setting of this code>(.|\n)*delete")):
     run_folder.check_compatible(removed, same)
   # Model settings that only change how the same parameters are used are resumable changes.
   switched = type(saved)(saved.to_dict())

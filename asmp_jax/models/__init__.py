@@ -7,8 +7,8 @@ from asmp_jax.models.conditioners import assign_steps_to_slots, select_slot_node
 from asmp_jax.models.classifiers import (ConsistencyClassifier, DirectionClassifier,
                                          ResNetBackbone, time_windows)
 from asmp_jax.models.graph_encoder import GraphEncoder, flatten_graphs, masked_max_mean_pool
-from asmp_jax.models.layers import (ConvTranspose4x4s2, conv_transpose_4x4s2,
-                                    conv_transpose_4x4s2_plain, l2_normalize)
+from asmp_jax.models.cpu_kernels import conv_transpose_4x4s2, conv_transpose_4x4s2_plain
+from asmp_jax.models.layers import ConvTranspose4x4s2, l2_normalize
 from asmp_jax.models.unet import ConditionedUNet
 
 __all__ = [

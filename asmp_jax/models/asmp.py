@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from asmp_jax.models import conditioners, inputs
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
 from asmp_jax.models.inputs import BATCH_DTYPES, WINDOW_BATCH_DTYPES  # noqa: F401  (public here)
-from asmp_jax.models.layers import resolve_dtype
+from asmp_jax.models.layers import KERNELS, resolve_dtype
 from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
 Array = jax.Array
@@ -81,7 +81,7 @@ class ModelSpec:
   graph_mode: str
   dtype: str
   unet_first_layer_norm: bool
-  conv_transpose_impl: str
+  kernels: str
   sep_log_eps: float
   compact_slots: bool
   node_batch_norm: bool
@@ -144,9 +144,8 @@ def spec_from_config(model_config: Any) -> ModelSpec:
     if isinstance(values[key], bool) or not isinstance(values[key], (int, float)) or not (
         values[key] > 0):
       raise ValueError(f"config.model.{key} must be a number > 0, got {values[key]!r}")
-  if values["conv_transpose_impl"] not in ("custom", "plain"):
-    raise ValueError("config.model.conv_transpose_impl must be 'custom' or 'plain', got "
-                     f"{values['conv_transpose_impl']!r}")
+  if values["kernels"] not in KERNELS:
+    raise ValueError(f"config.model.kernels must be one of {KERNELS}, got {values['kernels']!r}")
   if values["gat_heads"] * values["gat_head_dim"] != values["edgeconv_dim"]:
     raise ValueError(
         f"config.model.gat_heads * config.model.gat_head_dim ({values['gat_heads']} * "
@@ -216,13 +215,13 @@ class ASMP(nn.Module):
     self.conditioner = conditioners.get(sp.graph_mode).build(sp)
     nn.share_scope(self, self.conditioner)
     self.unet = ConditionedUNet(sp.unet_width_mult, sp.unet_first_layer_norm,
-                                sp.conv_transpose_impl, float(sp.unet_cond_scale), sp.unet_norm,
+                                sp.kernels, float(sp.unet_cond_scale), sp.unet_norm,
                                 dtype=dtype)
     self.consistency = ConsistencyClassifier(sp.num_classes, sp.cls_width, sp.cls_blocks,
-                                             dtype=dtype)
+                                             dtype=dtype, kernels=sp.kernels)
     self.direction = DirectionClassifier(sp.num_direction_classes, sp.dir_window_cols,
                                          sp.dir_window_stride, sp.num_dir_windows, sp.cls_width,
-                                         sp.cls_blocks, dtype=dtype)
+                                         sp.cls_blocks, dtype=dtype, kernels=sp.kernels)
 
   def embed(self, batch: Mapping[str, Array], train: bool = False) -> dict[str, Array]:
     """The conditioner: ``{"embeddings": [B, U, S, E], ["graph_embedding": [B, U, Z]]}``."""

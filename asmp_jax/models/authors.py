@@ -305,7 +305,7 @@ class AuthorsASMP(nn.Module):
     self.graph_encoder = AuthorsGraphEncoder(sp.node_hidden, sp.embed_dim, sp.gat_heads,
                                              sp.gat_head_dim, sp.edgeconv_dim, dtype=dtype)
     self.slot_gru = AuthorsSlotGRU(sp.embed_dim, sp.num_slots, dtype=dtype)
-    self.unet = ConditionedUNet(sp.unet_width_mult, True, sp.conv_transpose_impl, 1.0, "batch",
+    self.unet = ConditionedUNet(sp.unet_width_mult, True, sp.kernels, 1.0, "batch",
                                 cond_first=True, dtype=dtype)
     if self.has_classifier:
       self.classifier = AuthorsResNet18(sp.num_classes, sp.cls_width, sp.cls_blocks, dtype=dtype)

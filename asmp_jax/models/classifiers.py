@@ -34,19 +34,21 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"  # layers.KERNELS
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     s = (self.strides, self.strides)
     y = Conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False,
-             dtype=self.dtype, name="conv1")(x)
+             dtype=self.dtype, kernels=self.kernels, name="conv1")(x)
     y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
     y = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-             dtype=self.dtype, name="conv2")(y)
+             dtype=self.dtype, kernels=self.kernels, name="conv2")(y)
     # Zero-init the last BN scale: each block starts as identity (Goyal et al. 2017).
     y = batch_norm(train, self.dtype, name="bn2", scale_init=nn.initializers.zeros)(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = Conv(self.features, (1, 1), s, use_bias=False, dtype=self.dtype, name="proj")(x)
+      x = Conv(self.features, (1, 1), s, use_bias=False, dtype=self.dtype,
+               kernels=self.kernels, name="proj")(x)
       x = batch_norm(train, self.dtype, name="proj_bn")(x)
     return nn.relu(x + y)
 
@@ -61,6 +63,7 @@ class ResNetBackbone(nn.Module):
   width: int = 64
   blocks: Sequence[int] = (2, 2, 2, 2)
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"  # layers.KERNELS
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -71,13 +74,13 @@ class ResNetBackbone(nn.Module):
       x = x[..., None]
     x = x.astype(self.dtype)
     x = Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-             dtype=self.dtype, name="stem")(x)
+             dtype=self.dtype, kernels=self.kernels, name="stem")(x)
     x = nn.relu(batch_norm(train, self.dtype, name="stem_bn")(x))
-    x = max_pool_3x3s2(x)          # == nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))), fast VJP
+    x = max_pool_3x3s2(x, self.kernels)  # == nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for stage, n_blocks in enumerate(self.blocks):
       for j in range(int(n_blocks)):
         strides = 2 if (stage > 0 and j == 0) else 1
-        x = BasicBlock(self.width * 2**stage, strides, dtype=self.dtype,
+        x = BasicBlock(self.width * 2**stage, strides, dtype=self.dtype, kernels=self.kernels,
                        name=f"stage{stage + 1}_block{j + 1}")(x, train)
     return jnp.mean(x, axis=(1, 2))
 
@@ -88,10 +91,12 @@ class ConsistencyClassifier(nn.Module):
   width: int = 64
   blocks: Sequence[int] = (2, 2, 2, 2)
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"  # layers.KERNELS
 
   @nn.compact
   def __call__(self, spec: Array, train: bool) -> Array:
-    feat = ResNetBackbone(self.width, self.blocks, dtype=self.dtype, name="backbone")(spec, train)
+    feat = ResNetBackbone(self.width, self.blocks, dtype=self.dtype, kernels=self.kernels,
+                          name="backbone")(spec, train)
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(feat).astype(jnp.float32)
 
 
@@ -126,13 +131,15 @@ class DirectionClassifier(nn.Module):
   blocks: Sequence[int] = (2, 2, 2, 2)
   hidden: int = 256
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"  # layers.KERNELS
 
   @nn.compact
   def __call__(self, spec: Array, embed: Array, train: bool) -> Array:
     n = spec.shape[0]
     slices = time_windows(spec, self.window_cols, self.window_stride, self.num_windows)
     slices = slices.reshape((n * self.num_windows,) + slices.shape[-2:])
-    feat = ResNetBackbone(self.width, self.blocks, dtype=self.dtype, name="backbone")(slices, train)
+    feat = ResNetBackbone(self.width, self.blocks, dtype=self.dtype, kernels=self.kernels,
+                          name="backbone")(slices, train)
     feat = feat.reshape(n, self.num_windows, -1)
     if embed.ndim == 2:  # one embedding for every window
       embed = embed[:, None, :]

@@ -55,7 +55,7 @@ class ConditionedUNet(nn.Module):
   Attributes:
     width_mult: scales every width (1.0 = paper; 0.125 for tiny configs).
     first_layer_norm: BatchNorm after the first encoder conv (Co-Separation public code: yes).
-    conv_impl: ``"custom"`` (fast kernel gradient) or ``"plain"`` transposed convolutions.
+    conv_impl: which kernels run the convolutions, one of `layers.KERNELS` (config.model.kernels).
     cond_scale: factor on the conditioning vectors where they are tiled (1.0: the unit vectors
       as they are; ``sqrt(E)`` gives them unit RMS per channel, like the BatchNormed encoder
       channels they are concatenated to).
@@ -66,7 +66,7 @@ class ConditionedUNet(nn.Module):
   """
   width_mult: float = 1.0
   first_layer_norm: bool = True
-  conv_impl: str = "custom"
+  conv_impl: str = "auto"
   cond_scale: float = 1.0
   norm: str = "batch"
   cond_first: bool = False
@@ -113,7 +113,7 @@ class ConditionedUNet(nn.Module):
     skips = []
     for i, width in enumerate(widths):
       x = Conv(width, (4, 4), (2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
-               name=f"down{i + 1}")(x)
+               kernels=self.conv_impl, name=f"down{i + 1}")(x)
       if i > 0 or self.first_layer_norm:
         x = self._norm(x, train, f"down{i + 1}")
       x = leaky_relu_02(x)
