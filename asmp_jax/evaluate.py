@@ -34,6 +34,8 @@ Results go to TensorBoard and, from launch.py's evaluation at the end of trainin
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import time
@@ -46,31 +48,10 @@ import numpy as np
 from asmp_jax import audio as audio_lib
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
+from asmp_jax import sliding_window
 from asmp_jax import slot_matching
 
 _LOG = logging.getLogger(__name__)  # asmp_jax.evaluate
-
-
-def crop_starts(num_samples: int, crop: int, hop: int) -> np.ndarray:
-  """Start samples of the sliding windows covering ``num_samples`` (the last one flush right)."""
-  if num_samples <= crop:
-    return np.zeros((1,), np.int64)
-  starts = list(range(0, num_samples - crop + 1, hop))
-  if starts[-1] != num_samples - crop:
-    starts.append(num_samples - crop)
-  return np.asarray(starts, np.int64)
-
-
-def overlap_average(crops: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-  """Averages crops ``[K, ..., L]`` placed at ``starts`` into ``[..., length]``."""
-  out = np.zeros(crops.shape[1:-1] + (length,), np.float64)
-  count = np.zeros((length,), np.float64)
-  crop = crops.shape[-1]
-  for k, s in enumerate(starts):
-    n = min(crop, length - s)
-    out[..., s:s + n] += crops[k, ..., :n]
-    count[s:s + n] += 1
-  return out / np.maximum(count, 1)
 
 
 def separation_fn(model, normalise_mix: bool = False):
@@ -169,90 +150,94 @@ def direction_any_order(dir_logits, dir_labels, dir_valid) -> tuple[int, int]:
   return int(-fewest.sum()), int(keep.sum())
 
 
-def evaluate(state, model, config, source, split: str, workdir: str | None = None,
-             train_labels: np.ndarray | None = None, writer=None, step: int = 0
-             ) -> dict[str, Any]:
-  """Runs the protocol of the module docstring on ``source`` (a split's random-access clips)."""
-  t0 = time.time()
-  pair_cfg = input_pipeline.PairConfig.from_config(config)
-  n_clips = len(source)
-  rng = np.random.default_rng(config.eval.seed)
+def eval_pairs(num_clips: int, num_pairs: int, seed: int) -> list[tuple[int, int]]:
+  """The fixed pairs of distinct clips (seeded)."""
+  rng = np.random.default_rng(seed)
   pairs = []
-  for _ in range(config.eval.num_pairs):
-    a, b = rng.choice(n_clips, size=2, replace=False)
+  for _ in range(num_pairs):
+    a, b = rng.choice(num_clips, size=2, replace=False)
     pairs.append((int(a), int(b)))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  sep = jax.jit(separation_fn(model, config.data.normalise_mix))
-  crop, hop = pair_cfg.crop_samples, int(round(config.eval.window_hop_s * pair_cfg.window_samples))
-  scores = {k: [] for k in ("model", "mixture", "oracle_ibm", "oracle_irm")}
-  preds, labels, label_clips = [], [], []  # label_clips: the test clip of each label
-  any_order = np.zeros(2, np.int64)  # correct, counted
-  bs = max(1, config.eval.batch_size)
-  audio_examples = []
-  for pi, (a, b) in enumerate(pairs):
-    ex = [source[a], source[b]]
-    wav = np.stack([np.asarray(e["audio"], np.float32) / 32767.0 for e in ex])  # [U, L]
-    length = wav.shape[-1]
-    starts = crop_starts(length, crop, hop)
-    elems = []
-    for s in starts:
-      views = [input_pipeline.clip_view(e, min(int(s) // pair_cfg.window_samples,
-                                               input_pipeline.crop_windows(
-                                                   int(np.sum(e["window_valid"])), pair_cfg) - 1),
-                                        1.0, pair_cfg) for e in ex]
-      el = {k: np.stack([v[k] for v in views]) for k in views[0]}
-      el["audio"] = np.stack([np.pad(w[s:s + crop], (0, max(0, s + crop - length)))
-                              for w in wav]).astype(np.float32)
-      elems.append(el)
-    outs = []
-    for i in range(0, len(elems), bs):
-      chunk = elems[i:i + bs]
-      pad = bs - len(chunk)
-      chunk = chunk + [chunk[-1]] * pad  # static batch size: one compilation
-      batch = {k: np.stack([c[k] for c in chunk]) for k in chunk[0]}
-      out = jax.device_get(sep(variables, batch))
-      outs.append({k: v[:bs - pad] for k, v in out.items()})
-      slot_of_label = match_slots(out["cons_logits"][:bs - pad], batch["class_labels"][:bs - pad],
-                                  batch["source_mask"][:bs - pad])
-      p, l, u = direction_predictions(out["dir_logits"][:bs - pad],
-                                      batch["dir_labels"][:bs - pad],
-                                      batch["dir_valid"][:bs - pad], slot_of_label)
-      preds.append(p)
-      labels.append(l)
-      label_clips.append(np.array((a, b))[u])
-      any_order += direction_any_order(out["dir_logits"][:bs - pad], batch["dir_labels"][:bs - pad],
-                                       batch["dir_valid"][:bs - pad])
-    out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    ref = wav
-    est = {"model": overlap_average(out["video_est"], starts, length),
-           "oracle_ibm": overlap_average(out["ibm_est"], starts, length),
-           "oracle_irm": overlap_average(out["irm_est"], starts, length)}
-    mixture = overlap_average(out["mixture"], starts, length)
-    est["mixture"] = np.stack([mixture, mixture])
-    for k, e in est.items():
-      scores[k].append((ref, e))
-    done = pi + 1
-    if done < len(pairs) and done % max(1, len(pairs) // 10) == 0:
-      _LOG.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
-                time.time() - t0)
-    if pi < config.eval.num_audio_summaries:
-      audio_examples.append((pi, mixture, est["model"], overlap_average(out["slot_est"], starts,
-                                                                         length)))
-  results: dict[str, Any] = {"split": split, "num_pairs": len(pairs), "pairs": pairs,
-                             "window_hop_s": config.eval.window_hop_s}
-  for k, items in scores.items():
-    ref = np.stack([r for r, _ in items])
-    est = np.stack([e for _, e in items])
-    sdr, sir, sar = bss_eval_videos(ref, est)
+  return pairs
+
+
+@dataclasses.dataclass
+class DirectionTally:
+  """Direction predictions and labels counted so far (see :func:`direction_predictions`)."""
+  preds: list = dataclasses.field(default_factory=list)
+  labels: list = dataclasses.field(default_factory=list)
+  clips: list = dataclasses.field(default_factory=list)  # the test clip of each label
+  any_order: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2, np.int64))
+
+  def add(self, batch, out, clip_ids: np.ndarray) -> None:
+    """One batch of crops of a pair of clips ``clip_ids``."""
+    slot_of_label = match_slots(out["cons_logits"], batch["class_labels"], batch["source_mask"])
+    p, l, u = direction_predictions(out["dir_logits"], batch["dir_labels"], batch["dir_valid"],
+                                    slot_of_label)
+    self.preds.append(p)
+    self.labels.append(l)
+    self.clips.append(clip_ids[u])
+    self.any_order += direction_any_order(out["dir_logits"], batch["dir_labels"],
+                                          batch["dir_valid"])
+
+
+def separate_pair(sep, ex: list[dict[str, Any]], pair_cfg: input_pipeline.PairConfig, hop: int,
+                  batch_size: int, tally: DirectionTally, clip_ids: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+  """Sliding-window separation of the sum of the clips ``ex`` (unit gains): the overlap-averaged
+  ``model``/``oracle_ibm``/``oracle_irm`` estimates [U, L], ``mixture`` [L] and ``slots``
+  [U, S, L]; each crop's direction answers go to ``tally``."""
+  wav = np.stack([np.asarray(e["audio"], np.float32) / 32767.0 for e in ex])  # [U, L]
+  length, crop = wav.shape[-1], pair_cfg.crop_samples
+  starts = sliding_window.crop_starts(length, crop, hop)
+
+  def element(s: int) -> dict[str, np.ndarray]:
+    views = [input_pipeline.clip_view(e, min(s // pair_cfg.window_samples,
+                                             input_pipeline.crop_windows(
+                                                 int(np.sum(e["window_valid"])), pair_cfg) - 1),
+                                      1.0, pair_cfg) for e in ex]
+    el = {k: np.stack([v[k] for v in views]) for k in views[0]}
+    el["audio"] = sliding_window.padded_crop(wav, s, crop).astype(np.float32)
+    return el
+
+  def make_batch(chunk: np.ndarray) -> dict[str, np.ndarray]:
+    elems = [element(int(s)) for s in chunk]
+    return {k: np.stack([e[k] for e in elems]) for k in elems[0]}
+
+  keys = {"model": "video_est", "oracle_ibm": "ibm_est", "oracle_irm": "irm_est",
+          "mixture": "mixture", "slots": "slot_est"}
+  sums = {}
+  for chunk, batch, out in sliding_window.slide(sep, starts, batch_size, make_batch):
+    tally.add(batch, out, clip_ids)
+    for name, key in keys.items():
+      if name not in sums:
+        sums[name] = sliding_window.OverlapAverage(out[key].shape[1:-1], length, np.float64)
+      for crop_out, st in zip(out[key], chunk):
+        sums[name].add(crop_out, st)
+  return {name: acc.pop(length) for name, acc in sums.items()} | {"reference": wav}
+
+
+def separation_scores(refs: np.ndarray, estimates: dict[str, np.ndarray]) -> dict[str, Any]:
+  """BSS Eval of every method's ``[P, U, L]`` estimates against the references ``[P, U, L]``."""
+  results = {}
+  for k, est in estimates.items():
+    sdr, sir, sar = bss_eval_videos(refs, est)
     results[k] = {"sdr": float(np.nanmean(sdr)), "sir": float(np.nanmean(sir)),
                   "sar": float(np.nanmean(sar)), "num_valid": int(np.isfinite(sdr).sum()),
                   # [pair][source], None where the reference is silent: for paired comparisons
                   # of two models on the same pairs (bench/synthetic_results.py).
                   "sdr_per_source": [[None if not np.isfinite(v) else round(float(v), 4)
                                       for v in row] for row in sdr]}
-  pred = np.concatenate(preds) if preds else np.zeros((0,), np.int64)
-  lab = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
-  nd = config.model.num_direction_classes
+  return results
+
+
+def direction_scores(tally: DirectionTally, nd: int, train_labels: np.ndarray | None
+                     ) -> dict[str, Any]:
+  """Direction accuracy, its clustered standard error, the majority vote and the per-clip record
+  (module docstring)."""
+  pred = np.concatenate(tally.preds) if tally.preds else np.zeros((0,), np.int64)
+  lab = np.concatenate(tally.labels) if tally.labels else np.zeros((0,), np.int64)
+  any_order = tally.any_order
+  results: dict[str, Any] = {}
   results[f"direction_accuracy_{nd}"] = float(np.mean(pred == lab)) if len(lab) else float("nan")
   results["direction_count"] = int(len(lab))
   # How often each class was predicted / is the label, over the counted windows.
@@ -260,7 +245,7 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   results[f"direction_label_counts_{nd}"] = np.bincount(lab, minlength=nd).tolist()
   results[f"direction_accuracy_{nd}_any_order"] = (float(any_order[0] / any_order[1])
                                                    if any_order[1] else float("nan"))
-  clips = np.concatenate(label_clips) if label_clips else np.zeros((0,), np.int64)
+  clips = np.concatenate(tally.clips) if tally.clips else np.zeros((0,), np.int64)
   correct = pred == lab
   # Labels of one clip are counted for every crop and pair that holds it: standard errors are
   # clustered by test clip (metrics.clustered_mean_se).
@@ -282,8 +267,51 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
       [clip_ids, np.bincount(clip_of_label, minlength=len(clip_ids)),
        np.bincount(clip_of_label, weights=correct, minlength=len(clip_ids))],
       -1).astype(np.int64).tolist()
+  return results
+
+
+def evaluate(state, model, config, source, split: str, workdir: str | None = None,
+             train_labels: np.ndarray | None = None, writer=None, step: int = 0
+             ) -> dict[str, Any]:
+  """Runs the protocol of the module docstring on ``source`` (a split's random-access clips):
+  pairs -> separate -> score -> report."""
+  t0 = time.time()
+  pair_cfg = input_pipeline.PairConfig.from_config(config)
+  pairs = eval_pairs(len(source), config.eval.num_pairs, config.eval.seed)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  sep = functools.partial(jax.jit(separation_fn(model, config.data.normalise_mix)), variables)
+  hop = int(round(config.eval.window_hop_s * pair_cfg.window_samples))
+  tally = DirectionTally()
+  methods = ("model", "mixture", "oracle_ibm", "oracle_irm")
+  refs, estimates, audio_examples = [], {k: [] for k in methods}, []
+  for pi, (a, b) in enumerate(pairs):
+    out = separate_pair(sep, [source[a], source[b]], pair_cfg, hop,
+                        max(1, config.eval.batch_size), tally, np.array((a, b)))
+    refs.append(out["reference"])
+    out["mixture"] = np.stack([out["mixture"], out["mixture"]])
+    for k in methods:
+      estimates[k].append(out[k])
+    done = pi + 1
+    if done < len(pairs) and done % max(1, len(pairs) // 10) == 0:
+      _LOG.info("evaluation on %s: %d/%d pairs, %.0f s", split, done, len(pairs),
+                time.time() - t0)
+    if pi < config.eval.num_audio_summaries:
+      audio_examples.append((pi, out["mixture"][0], out["model"], out["slots"]))
+  results: dict[str, Any] = {"split": split, "num_pairs": len(pairs), "pairs": pairs,
+                             "window_hop_s": config.eval.window_hop_s}
+  results.update(separation_scores(np.stack(refs),
+                                   {k: np.stack(v) for k, v in estimates.items()}))
+  nd = config.model.num_direction_classes
+  results.update(direction_scores(tally, nd, train_labels))
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
+  report(results, split, nd, workdir, writer, step, audio_examples, pair_cfg.window_samples)
+  return results
+
+
+def report(results: dict[str, Any], split: str, nd: int, workdir: str | None, writer, step: int,
+           audio_examples: list, sample_rate: int) -> None:
+  """Writes ``eval_<split>.json`` (with a workdir), the TensorBoard summaries and the log line."""
   if workdir and jax.process_index() == 0:
     from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
     path = run_folder.write_new_record(run_folder.workdir_path(workdir)
@@ -297,18 +325,16 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
                  if k.startswith(("direction_accuracy", "direction_gain", "majority_vote",
                                   "sdr_gain"))})
     writer.scalars(step, flat)
-    sr = pair_cfg.window_samples
     for pi, mixture, videos, slots in audio_examples:
-      writer.audio(step, f"eval_{split}/pair{pi}/mixture", mixture, sr)
+      writer.audio(step, f"eval_{split}/pair{pi}/mixture", mixture, sample_rate)
       for u in range(videos.shape[0]):
-        writer.audio(step, f"eval_{split}/pair{pi}/video{u}", videos[u], sr)
+        writer.audio(step, f"eval_{split}/pair{pi}/video{u}", videos[u], sample_rate)
       writer.image(step, f"eval_{split}/pair{pi}/spectrograms", spectrogram_image(mixture, slots))
   _LOG.info("evaluation on %s (%d pairs, %.0f s): model SDR %.2f dB (mixture %.2f, IBM %.2f), "
-            "direction acc %.3f ± %.3f (clustered by clip)", split, len(pairs),
+            "direction acc %.3f ± %.3f (clustered by clip)", split, len(results["pairs"]),
             results["wall_time_s"], results["model"]["sdr"], results["mixture"]["sdr"],
             results["oracle_ibm"]["sdr"], results[f"direction_accuracy_{nd}"],
             results[f"direction_accuracy_{nd}_se"])
-  return results
 
 
 def spectrogram_image(mixture: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -344,7 +370,7 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
     ``..._step<step>_hop<window_hop_s>.json`` when ``window_hop_s`` differs from the run's.
   """
   import types  # pylint: disable=g-import-not-at-top
-  from asmp_jax import datasets, inference, run_folder  # pylint: disable=g-import-not-at-top
+  from asmp_jax import datasets, restore, run_folder  # pylint: disable=g-import-not-at-top
   from asmp_jax.models import asmp as asmp_model  # pylint: disable=g-import-not-at-top
   config = run_folder.load_saved_config(workdir)
   if config is None:
@@ -363,7 +389,7 @@ def evaluate_checkpoint(workdir: str, split: str | None = None, num_pairs: int |
   if config.eval.window_hop_s * config.data.sample_rate < 1:
     raise ValueError(f"evaluate_checkpoint: window_hop_s={config.eval.window_hop_s} is under one "
                      "sample")
-  variables, ckpt_step = inference.restore_variables(workdir, config, step=step)
+  variables, ckpt_step = restore.restore_variables(workdir, config, step=step)
   model = asmp_model.create_model(config.model)
   builder = datasets.get_builder(config.data)
   state = types.SimpleNamespace(params=variables["params"],
@@ -402,20 +428,20 @@ def main(argv=None) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                       force=True)
   _LOG.setLevel(logging.INFO)
-  from asmp_jax import inference, summary  # pylint: disable=g-import-not-at-top
+  from asmp_jax import restore, summary  # pylint: disable=g-import-not-at-top
   if args.paper_pairs:
     from asmp_jax import paper_protocol  # pylint: disable=g-import-not-at-top
     try:
       r = paper_protocol.evaluate_checkpoint(args.workdir, args.paper_pairs, args.split,
                                              args.step, args.window_hop_s or paper_protocol.HOP_S)
-    except (ValueError, inference.InferenceError) as e:
+    except (ValueError, restore.InferenceError) as e:
       raise SystemExit(f"error: {e}") from None
     print(paper_protocol.summary_line(args.workdir, r))
     return
   try:
     r = evaluate_checkpoint(args.workdir, args.split, args.num_pairs, args.step,
                             args.window_hop_s)
-  except (ValueError, inference.InferenceError) as e:
+  except (ValueError, restore.InferenceError) as e:
     raise SystemExit(f"error: {e}") from None
   nd = next(k for k in r if k.removeprefix("direction_accuracy_").isdigit())
   print(f"{args.workdir} step {r['checkpoint_step']}, {summary.final_line(r)}; SIR "

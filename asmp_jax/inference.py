@@ -34,424 +34,51 @@ What happens to a video (the details are in docs/inference.md):
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import functools
 import logging
 import os
-import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-import av
-import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from asmp_jax import audio as audio_lib
-from asmp_jax import evaluate
+from asmp_jax import frame_reader
 from asmp_jax import input_pipeline
-from asmp_jax import media
+from asmp_jax import mixture_stream
 from asmp_jax import preprocess
+from asmp_jax import restore
 from asmp_jax import run_folder
-from asmp_jax import safe_io
-from asmp_jax import schema
-from asmp_jax import slot_matching
-from asmp_jax.graph import build as graph_build
+from asmp_jax import scene_pipeline
+from asmp_jax import sliding_window
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import motion as graph_motion
-from asmp_jax.graph import proposals as graph_proposals
-from asmp_jax.graph import providers as graph_providers
+from asmp_jax import slot_matching
 from asmp_jax.models import asmp as asmp_model
 from asmp_jax.models import conditioners
+from asmp_jax import separation_result
 
 DEFAULT_FRAME_SIZE = (128, 128)  # (height, width) of the synthetic sets' frames
 BACKGROUND_NAME = "background"
-# Same RGB conversion as media.read_video (the training data were decoded with it).
-_RGB_FLAGS = (av.video.reformatter.Interpolation.BILINEAR
-              | av.video.reformatter.Interpolation.ACCURATE_RND
-              | av.video.reformatter.Interpolation.BITEXACT
-              | av.video.reformatter.Interpolation.FULL_CHR_H_INT)
+SINK_EXCERPT_S = 60  # seconds of output a streamed separation keeps in its result
 
 MaskOverride = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-class InferenceError(ValueError):
-  """Inference cannot run (missing checkpoint, mismatched config, bad argument...)."""
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-@dataclasses.dataclass
-class Providers:
-  """Where detections, depth and flow come from; ``None`` selects the documented fallback.
-
-  Everything describes the video's *decoded* frames (its own frame rate and pixel size, frame 0 =
-  the first decoded frame); inference maps them to the resampled frames.
-
-  Attributes:
-    detections: a detections file (.h5/.npz, formats in asmp_jax.graph.providers) or
-      :class:`~asmp_jax.graph.providers.Detections`; labels are class ids of the data set
-      (``dataset_meta.json``). None: motion-based proposals.
-    depth: a depth file (.npy, or .npz with key ``depth``) or float [T0, H0, W0]. None: flat depth.
-    flow: a flow file (.npy, or .npz with key ``flow``) or float [T0, H0, W0, 2], forward flow
-      t -> t+1 in pixels. None: OpenCV DIS flow on the resampled frames.
-
-  Each may instead be a learned provider of asmp_jax.vision (detector, depth or flow model),
-  run on the resampled frames.
-  """
-  detections: str | os.PathLike[str] | graph_providers.Detections | None = None
-  depth: str | os.PathLike[str] | np.ndarray | None = None
-  flow: str | os.PathLike[str] | np.ndarray | None = None
-
-
-@dataclasses.dataclass
-class VideoFrames:
-  """Frames resampled for the model.
-
-  Attributes:
-    frames: uint8 [T, H, W, 3] RGB at ``fps`` and the training frame size.
-    source_index: int64 [T] index of the decoded frame each one was taken from.
-    source_size: (height, width) of the decoded frames.
-    source_fps: the stream's average frame rate.
-    fps: the model's frame rate.
-  """
-  frames: np.ndarray
-  source_index: np.ndarray
-  source_size: tuple[int, int]
-  source_fps: float
-  fps: float
-
-
-def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  h, w = size
-  if rgb.shape[:2] == (h, w):
-    return rgb
-  shrink = rgb.shape[0] > h or rgb.shape[1] > w
-  return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def read_frames(path: str | os.PathLike[str], fps: float, size: tuple[int, int]) -> VideoFrames:
-  """Decodes a video and keeps, for every tick ``k / fps``, the frame nearest in time, resized.
-
-  Args:
-    path: any container PyAV reads (mp4, mkv, webm, avi, mov...).
-    fps: output frame rate (frames per second).
-    size: output (height, width) in pixels.
-
-  Raises:
-    media.MediaError: missing/corrupt file, no video stream, no decodable frame.
-  """
-  path = os.fspath(path)
-  info = media.probe(path)  # missing / empty / unreadable files fail here with one line
-  if not info["has_video"]:
-    raise media.MediaError(path, "no video stream in the file")
-  picked, index = [], []
-  try:
-    with av.open(path, mode="r") as container:
-      stream = container.streams.video[0]
-      src_fps = float(stream.average_rate or stream.guessed_rate or 0.0) or fps
-      prev = prev_t = t0 = None
-      for i, frame in enumerate(container.decode(stream)):
-        t = frame.time if frame.time is not None else i / src_fps
-        t0 = t if t0 is None else t0
-        t -= t0
-        while len(picked) / fps <= t + 1e-6:
-          target = len(picked) / fps
-          use_prev = prev is not None and target - prev_t < t - target
-          chosen, chosen_i = (prev, i - 1) if use_prev else (frame, i)
-          rgb = chosen.reformat(format="rgb24", interpolation=_RGB_FLAGS, threads=1).to_ndarray()
-          picked.append(_resize(rgb, size))
-          index.append(chosen_i)
-        prev, prev_t = frame, t
-        src_size = (frame.height, frame.width)
-  except av.FFmpegError as e:
-    raise media.MediaError(path, f"corrupt or unreadable video stream ({e})") from e
-  except (AttributeError, TypeError, ValueError) as e:  # e.g. a stream without a known codec
-    raise media.MediaError(path, f"unsupported video format or codec ({type(e).__name__}: {e})"
-                           ) from e
-  if not picked:
-    raise media.MediaError(path, "video stream decodes to zero frames")
-  return VideoFrames(np.stack(picked), np.asarray(index, np.int64), src_size, src_fps, fps)
-
-
-def check_video(video: str | os.PathLike[str]) -> None:
-  """Cheap up-front check: the file has a video stream whose first frame decodes.
-
-  Raises:
-    media.MediaError: missing/empty/corrupt file, no video stream, zero frames.
-  """
-  if not media.probe(video)["has_video"]:
-    raise media.MediaError(video, "no video stream in the file")
-  try:
-    media.read_video(video, max_frames=1)
-  except media.MediaError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  # decoders fail in many ways
-    raise media.MediaError(video, f"unsupported video format or codec ({type(e).__name__}: {e})"
-                           ) from e
-
-
-AudioInput = str | os.PathLike[str] | tuple[np.ndarray, int] | None
-
-
-def load_mixture(video: str | os.PathLike[str], audio: AudioInput = None
-                 ) -> tuple[np.ndarray, int, str]:
-  """The mono mixture at its own sample rate: ``(float32 [L], sample_rate, where from)``.
-
-  Args:
-    video: the video file (its audio stream is used when ``audio`` is None).
-    audio: an audio file, or ``(wav [L] or [L, C], sample_rate)`` already in memory.
-
-  Raises:
-    media.MediaError: no audio stream anywhere, unreadable/empty audio, bad samples.
-  """
-  if isinstance(audio, tuple):
-    wav, sr = audio
-    wav = media.downmix(np.asarray(wav, np.float32))
-    where = "<array>"
-    if int(sr) <= 0:
-      raise media.MediaError(where, f"sample rate must be positive, got {sr}")
-    if wav.size == 0 or not np.all(np.isfinite(wav)):
-      raise media.MediaError(where, "audio is empty or has NaN/inf samples")
-    return wav, int(sr), where
-  path = os.fspath(audio) if audio is not None else os.fspath(video)
-  if audio is None and not media.probe(path)["has_audio"]:
-    raise media.MediaError(path, "no audio stream in the video and no separate audio file given")
-  try:
-    wav, sr = media.load_audio(path, target_sr=None, mono=True)
-  except media.MediaError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  # decoders fail in many ways
-    raise media.MediaError(path, f"unsupported audio format or codec ({type(e).__name__}: {e})"
-                           ) from e
-  return wav, sr, path
-
-
-def _load_array(value, key: str) -> np.ndarray | None:
-  """A provider array from a path (.npy / .npz[key], memory-mapped for .npy) or an array."""
-  if value is None or isinstance(value, np.ndarray) or graph_providers.is_frame_model(value):
-    return value
-  path = os.fspath(value)
-  if not os.path.exists(path):
-    raise graph_providers.ProviderError(f"{path}: {key} file not found")
-  try:
-    arr = safe_io.np_load(path, mmap_mode="r" if path.endswith(".npy") else None)
-  except safe_io.SafeLoadError as e:
-    raise graph_providers.ProviderError(f"{path}: not a readable .npy/.npz {key} file "
-                                        f"({e.reason})") from e
-  if isinstance(arr, dict):
-    if key not in arr:
-      raise graph_providers.ProviderError(f"{path}: expected an array named {key!r}, found "
-                                          f"{sorted(arr.keys())}")
-    arr = arr[key]
-  return arr
-
-
-def _check_source_array(arr: np.ndarray, name: str, num_frames: int, size: tuple[int, int],
-                        trailing: tuple[int, ...]) -> None:
-  want = (size[0], size[1]) + trailing
-  if arr.ndim != 3 + len(trailing) or tuple(arr.shape[1:]) != want or arr.shape[0] < num_frames:
-    raise graph_providers.ProviderError(
-        f"{name}: expected [T >= {num_frames}, {', '.join(map(str, want))}] for the decoded "
-        f"frames, got {tuple(arr.shape)}")
-
-
-def map_detections(dets: graph_providers.Detections, video: VideoFrames
-                   ) -> graph_providers.Detections:
-  """Detections of decoded frames -> detections of the resampled frames (boxes rescaled)."""
-  new_index = np.full(int(max(dets.frame.max(initial=-1), video.source_index.max())) + 1, -1)
-  new_index[video.source_index] = np.arange(len(video.source_index))
-  keep = (dets.frame >= 0) & (dets.frame < len(new_index))
-  keep[keep] &= new_index[dets.frame[keep]] >= 0
-  out = dets.select(np.flatnonzero(keep))
-  h0, w0 = video.source_size
-  h, w = video.frames.shape[1:3]
-  scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
-  return graph_providers.Detections(new_index[out.frame], out.box * scale, out.label, out.score,
-                                    out.feature, out.track)
-
-
-def _resample_depth(depth: np.ndarray, video: VideoFrames, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W] depth of the resampled frames ``frames`` (indices)."""
-  h, w = video.frames.shape[1:3]
-  out = [cv2.resize(np.asarray(depth[video.source_index[k]], np.float32), (w, h),
-                    interpolation=cv2.INTER_LINEAR) for k in frames]
-  return np.stack(out)
-
-
-def _resample_flow(flow: np.ndarray, video: VideoFrames, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W, 2] flow between consecutive resampled frames.
-
-  Decoded-frame flows between the two source frames are chained (graph.motion.compose_flow),
-  then resized and their vectors rescaled to the new pixel size.
-  """
-  h, w = video.frames.shape[1:3]
-  h0, w0 = video.source_size
-  scale = np.array([w / w0, h / h0], np.float32)
-  src = video.source_index
-  out = np.zeros((len(frames), h, w, 2), np.float32)
-  for j, k in enumerate(frames):
-    if k + 1 >= len(src) or src[k + 1] <= src[k]:
-      continue
-    chained = graph_motion.compose_flow(np.asarray(flow[src[k]:src[k + 1]], np.float32))
-    out[j] = cv2.resize(chained, (w, h), interpolation=cv2.INTER_LINEAR) * scale
-  return out
-
-
-# ----------------------------------------------------------------------------- graphs
-
-
-@dataclasses.dataclass
-class SceneGraphs:
-  """The per-window scene graphs a separation was conditioned on (W windows of 1 s).
-
-  Node slots (N = 23): ``0..A-1`` the clip's auditory sources in source order (masked where the
-  source is not seen in that window), then context nodes, the last slot the background.
-
-  Attributes:
-    node_features: float16 [W, N, F]; node_mask bool [W, N]; node_type int8 [W, N] (0 auditory,
-      1 context, 2 background); adjacency float16 [W, N, N] (edge weight, 0 = no edge);
-      window_valid bool [W].
-    node_boxes: float32 [W, N, 4] (x0, y0, x1, y1) in pixels of ``reference_frames`` (NaN: no node).
-    reference_frames: uint8 [W, H, W, 3], the first frame of each window.
-    source_ids: int [A'] class ids (or proposal track ids) of the detected sources, A' <= A.
-    source_names: names of those classes ("unknown" for proposals).
-    measured_direction: int32 [A, W] direction class measured from the flow (-1 = not measured).
-    from_proposals: the detections were motion proposals (source classes unknown).
-  """
-  node_features: np.ndarray
-  node_mask: np.ndarray
-  node_type: np.ndarray
-  adjacency: np.ndarray
-  window_valid: np.ndarray
-  node_boxes: np.ndarray
-  reference_frames: np.ndarray
-  source_ids: np.ndarray
-  source_names: list[str]
-  measured_direction: np.ndarray
-  from_proposals: bool = False
-
-  @property
-  def num_windows(self) -> int:
-    return int(self.window_valid.shape[0])
-
-
-def _window_node_boxes(dets: graph_providers.Detections, sources: np.ndarray,
-                       auditory_ids: np.ndarray, ref: int, last: int, height: int, width: int,
-                       cfg: preprocess.PreprocessConfig) -> np.ndarray:
-  """float32 [N, 4] boxes of the node slots of one window, as preprocess.preprocess_clip lays
-  them out (NaN for empty slots)."""
-  out = np.full((preprocess.MAX_NODES, 4), np.nan, np.float32)
-  aud = []
-  for a, c in enumerate(sources):
-    sel = np.flatnonzero((dets.label == c) & (dets.frame >= ref) & (dets.frame <= last))
-    if len(sel):
-      best = sel[np.lexsort((-dets.score[sel], np.abs(dets.frame[sel] - ref)))[0]]
-      out[a] = dets.box[best]
-      aud.append(dets.box[best])
-  aud = np.asarray(aud, np.float32).reshape(-1, 4)
-  in_ref = dets.frame == ref
-  cand = np.flatnonzero(in_ref & ~np.isin(dets.label, auditory_ids))
-  if len(aud) and len(cand):
-    ctx = graph_build.select_context(aud, dets.box[cand], dets.score[cand],
-                                     np.zeros(len(cand), bool), iou_threshold=cfg.iou_threshold,
-                                     min_score=cfg.min_context_score,
-                                     max_context=preprocess.MAX_CONTEXT)
-    out[preprocess.MAX_AUDITORY:preprocess.MAX_AUDITORY + len(ctx)] = dets.box[cand[ctx]]
-  all_boxes = np.concatenate([aud, dets.box[in_ref]], 0)
-  out[-1] = graph_build.background_box(all_boxes, height, width)
-  return out
-
-
-def _clip_slot_order(sources: np.ndarray, chunk_sources: np.ndarray) -> np.ndarray:
-  """int [A]: the chunk's auditory slot that holds clip source ``a`` (sources absent from the
-  chunk get the chunk's unused slots)."""
-  a_max = preprocess.MAX_AUDITORY
-  pos = {int(c): i for i, c in enumerate(sources)}
-  inverse = np.full(a_max, -1)
-  inverse[[pos[int(c)] for c in chunk_sources]] = np.arange(len(chunk_sources))
-  free = iter(range(len(chunk_sources), a_max))
-  return np.array([inverse[a] if inverse[a] >= 0 else next(free) for a in range(a_max)])
-
-
-def _permute_auditory(ex: dict[str, np.ndarray], order: np.ndarray) -> None:
-  """Reorders the auditory node slots of a preprocessed chunk in place (slot a <- order[a])."""
-  perm = np.arange(preprocess.MAX_NODES)
-  perm[:len(order)] = order
-  for key in ("node_features", "node_mask", "node_type", "node_boxes"):
-    ex[key] = ex[key][:, perm]
-  ex["adjacency"] = ex["adjacency"][:, perm][:, :, perm]
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclasses.dataclass
-class SeparationResult:
-  """What :meth:`Separator.separate` returns.
-
-  Attributes:
-    sample_rate: Hz, the input's.
-    mixture: float32 [L], the input mixture (downmixed), at ``sample_rate``.
-    sources: float32 [M, L], the separated waveforms: the valid auditory slots, then the
-      background (last row). Their sum is the model's view of the mixture (band-limited to the
-      model's 5.5 kHz) when the masks are complementary.
-    source_names: M names ("source 0", ..., "background").
-    slots: int [M] model slot of each row.
-    class_names: the consistency classifier's K class names (the data set's auditory classes,
-      then "background").
-    class_probabilities: float32 [M, K], averaged over crops.
-    direction_names: the D direction class names (asmp_jax.graph.motion.direction_names).
-    direction_probabilities: float32 [M - 1, W, D] per auditory source and 1 s window (NaN rows
-      where no crop covers the window).
-    detected_source: int [M - 1] index into ``graphs.source_ids`` of the detected object each
-      source slot was matched to (-1: none; see docs/inference.md).
-    graphs: the scene graphs used.
-    window_seconds: length of a window (1 s).
-    providers_used: what produced detections/depth/flow ("file", "motion proposals"...).
-    warnings: the fallback warnings that were logged.
-  """
-  sample_rate: int
-  mixture: np.ndarray
-  sources: np.ndarray
-  source_names: list[str]
-  slots: np.ndarray
-  class_names: list[str]
-  class_probabilities: np.ndarray
-  direction_names: list[str]
-  direction_probabilities: np.ndarray
-  detected_source: np.ndarray
-  graphs: SceneGraphs
-  window_seconds: float = 1.0
-  providers_used: dict[str, str] = dataclasses.field(default_factory=dict)
-  warnings: list[str] = dataclasses.field(default_factory=list)
-
-  @property
-  def num_sources(self) -> int:
-    """Number of auditory sources (rows of ``sources`` before the background)."""
-    return len(self.source_names) - 1
-
-  def directions(self) -> list[list[dict[str, Any]]]:
-    """Per auditory source, per window: ``{"window", "start_s", "class", "name", "probability"}``
-    (windows no crop covered are left out)."""
-    out = []
-    for m in range(self.num_sources):
-      rows = []
-      for w, p in enumerate(self.direction_probabilities[m]):
-        if not np.all(np.isfinite(p)):
-          continue
-        k = int(np.argmax(p))
-        rows.append({"window": w, "start_s": w * self.window_seconds, "class": k,
-                     "name": self.direction_names[k], "probability": float(p[k])})
-      out.append(rows)
-    return out
-
-  def predicted_classes(self) -> list[dict[str, Any]]:
-    """Per output row, the most probable sound class ``{"class", "name", "probability"}``."""
-    k = self.class_probabilities.argmax(-1)
-    return [{"class": int(c), "name": self.class_names[c],
-             "probability": float(self.class_probabilities[m, c])} for m, c in enumerate(k)]
+AudioInput = mixture_stream.AudioInput
+Providers = scene_pipeline.Providers
+SceneGraphs = scene_pipeline.SceneGraphs
+VideoFrames = frame_reader.VideoFrames
+read_frames = frame_reader.read_frames
+check_video = frame_reader.check_video
+load_mixture = mixture_stream.load_mixture
+SeparationResult = separation_result.SeparationResult
+Sink = separation_result.Sink
+InferenceError = restore.InferenceError
+restore_variables = restore.restore_variables
+load_dataset_meta = run_folder.load_dataset_meta
 
 
 # ----------------------------------------------------------------------------- model side
@@ -528,83 +155,18 @@ def _match_slots_to_sources(class_probs: np.ndarray, source_classes: np.ndarray)
   slot_of_row = slot_matching.best_permutation(cost)[1]
   out[slot_of_row[:len(known)]] = known
   return out
+  logp = np.log(np.maximum(class_probs, 1e-12))
+  best, best_cost = None, np.inf
+  for perm in itertools.permutations(range(a), min(len(known), a)):
+    cost = -sum(logp[slot, source_classes[src]] for slot, src in zip(perm, known))
+    if cost < best_cost:
+      best, best_cost = perm, cost
+  for slot, src in zip(best, known):
+    out[slot] = src
+  return out
 
 
 # ----------------------------------------------------------------------------- separator
-
-
-def _abstract_variables(model: asmp_model.ASMP, config) -> dict[str, Any]:
-  n = preprocess.MAX_NODES
-  shapes = asmp_model.batch_shapes(config.model, 1, n, n * (n - 1))
-  return jax.eval_shape(lambda: asmp_model.init_variables(model, jax.random.key(0), shapes))
-
-
-def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in leaves}
-
-
-def restore_variables(workdir: str, config: ml_collections.ConfigDict, step: int | None = None,
-                      device: jax.Device | None = None) -> tuple[dict[str, Any], int]:
-  """Restores ``params`` and ``batch_stats`` of a training checkpoint onto one local device.
-
-  Only the ``state`` item is read, and of it only params and BatchNorm statistics (the optimizer
-  state and the data-iterator position are skipped). The targets carry an explicit
-  ``SingleDeviceSharding``, so a checkpoint written by any number of devices or hosts restores in
-  a 1-device process.
-
-  Returns:
-    (``{"params", "batch_stats"}``, the restored step).
-
-  Raises:
-    InferenceError: no checkpoint, unknown step, or a checkpoint that does not match ``config``.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  ckpt_dir = run_folder.workdir_path(workdir) / "checkpoints"
-  if not ckpt_dir.exists():
-    raise InferenceError(f"{workdir}: no checkpoints directory (train with launch.py first)")
-  mngr = run_folder.read_only_checkpoints(ckpt_dir, state_handler=ocp.PyTreeCheckpointHandler())
-  try:
-    steps = list(mngr.all_steps())
-    if not steps:
-      raise InferenceError(f"{ckpt_dir}: no checkpoint found")
-    if step is None:
-      step = max(steps)
-    elif step not in steps:
-      raise InferenceError(
-          f"{ckpt_dir}: no checkpoint for step {step}; available: {sorted(steps)}")
-    model = asmp_model.create_model(config.model)
-    abstract = _abstract_variables(model, config)
-    sharding = jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
-    target = {k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                              abstract.get(k, {})) for k in ("params", "batch_stats")}
-    # Shapes are compared on the checkpoint's metadata before any array is read: a mismatch is
-    # named parameter by parameter, and no restore is started only to fail half way. (Without
-    # metadata the restore below still refuses mismatched shapes, less legibly.)
-    try:
-      saved = getattr(mngr.item_metadata(step)["state"], "tree", None)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      raise InferenceError(f"{ckpt_dir}/{step}: unreadable checkpoint metadata "
-                           f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
-    if saved is not None:
-      got = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in
-             jax.tree_util.tree_flatten_with_path({k: saved.get(k, {}) for k in target},
-                                                  is_leaf=lambda x: hasattr(x, "shape"))[0]}
-      diffs = [f"{k}: checkpoint {got.get(k)} vs config {v}"
-               for k, v in _flat_shapes(target).items() if got.get(k) != v]
-      if diffs:
-        raise InferenceError(f"{ckpt_dir}/{step} does not match {run_folder.CONFIG_FILE} "
-                             f"({len(diffs)} parameters differ): " + "; ".join(diffs[:3]))
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    try:
-      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-          item=target, restore_args=restore_args, partial_restore=True)))["state"]
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-      raise InferenceError(f"{ckpt_dir}/{step} does not match {run_folder.CONFIG_FILE} "
-                           f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
-  finally:
-    mngr.close()
-  return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}, step
 
 
 class Separator:
@@ -614,7 +176,7 @@ class Separator:
     config: the run's config (``config.json``), with ``model.node_feature_dim`` and
       ``model.num_classes`` filled in.
     variables: ``{"params", "batch_stats"}`` on any device(s).
-    dataset_meta: the data set's metadata (class names, ...), see :func:`asmp_jax.run_folder.load_dataset_meta`.
+    dataset_meta: the data set's metadata (class names, ...), see :func:`load_dataset_meta`.
     batch_size: crops per model call (fixed: one compilation; bounds memory).
     hop_s: seconds between crop starts (1.0: every crop starts on a window; the public code's
       evaluation used 0.05).
@@ -661,18 +223,8 @@ class Separator:
                       **kwargs) -> "Separator":
     """Reads ``<workdir>/config.json`` and restores the latest (or ``step``) checkpoint on the
     first local device (see :func:`restore_variables`); ``kwargs`` go to the constructor."""
-    workdir = os.fspath(workdir)
-    if not run_folder.workdir_path(workdir).exists():
-      raise InferenceError(f"{workdir}: workdir not found")
-    config = run_folder.load_saved_config(workdir)
-    if config is None:
-      raise InferenceError(f"{workdir}: no {run_folder.CONFIG_FILE} (not a training workdir)")
-    try:
-      asmp_model.spec_from_config(config.model)
-    except ValueError as e:
-      raise InferenceError(f"{workdir}/{run_folder.CONFIG_FILE}: {e}") from e
-    variables, restored_step = restore_variables(workdir, config, step)
-    sep = cls(config, variables, run_folder.load_dataset_meta(workdir, config), **kwargs)
+    config, variables, restored_step = restore.restore_run(workdir, step)
+    sep = cls(config, variables, load_dataset_meta(os.fspath(workdir), config), **kwargs)
     sep.step = restored_step
     logging.info("Restored step %d of %s on %s.", restored_step, workdir, jax.local_devices()[0])
     return sep
@@ -702,8 +254,6 @@ class Separator:
     return list(self.meta.get("auditory_classes") or []) + list(
         self.meta.get("context_classes") or [])
 
-  # --------------------------------------------------------------- graphs
-
   def check_feature_extractor(self, requested: str | None) -> str:
     """The checkpoint's feature extractor; refuses a different ``requested`` one."""
     used = self.config.graph.feature_extractor
@@ -716,265 +266,126 @@ class Separator:
                            f"of {graph_features.EXTRACTORS}")
     return used
 
-  def build_graphs(self, video: VideoFrames, providers: Providers | None = None,
-                   measure_motion: bool = False) -> tuple[SceneGraphs, dict[str, str], list[str]]:
-    """Per-window scene graphs of ``video`` (module docstring, step 3).
+  def scene_settings(self) -> scene_pipeline.Settings:
+    """What the scene-graph pipeline needs from this checkpoint and its data set."""
+    return scene_pipeline.Settings(
+        preprocess=self.preprocess_config, auditory_ids=self._auditory_ids(),
+        class_names=tuple(self._all_class_names()),
+        num_direction_classes=int(self.config.model.num_direction_classes),
+        chunk_windows=int(self.chunk_windows))
 
-    The clip's auditory sources are chosen once over the whole clip (as the training
-    preprocessing does), then the windows are preprocessed in chunks of ``chunk_windows``.
-
-    Returns:
-      (graphs, what provided detections/depth/flow/features, the fallback warnings logged).
-    """
-    providers = providers or Providers()
-    t = video.frames.shape[0]
-    depth_src = _load_array(providers.depth, "depth")
-    flow_src = _load_array(providers.flow, "flow")
-    for arr, name, trailing in ((depth_src, "depth", ()), (flow_src, "flow", (2,))):
-      if arr is not None and not graph_providers.is_frame_model(arr):
-        _check_source_array(arr, name, int(video.source_index.max()) + 1, video.source_size,
-                            trailing)
-
-    def flow_of(k0: int, k1: int) -> np.ndarray:
-      """float32 [k1 - k0, H, W, 2] flow of resampled frames k0..k1-1 (frame k1 as look-ahead)."""
-      if graph_providers.is_frame_model(flow_src):
-        return flow_src.flow(video.frames[k0:min(k1 + 1, t)])[:k1 - k0]
-      if flow_src is not None:
-        return _resample_flow(flow_src, video, np.arange(k0, k1))
-      return graph_providers.opencv_flow(video.frames[k0:min(k1 + 1, t)])[:k1 - k0]
-
-    dets, auditory_ids, names, used, warns = self._detections(video, providers, flow_of)
-    if depth_src is None:
-      used["depth"] = "flat (fallback)"
-      warns.append("no depth file: using flat depth (edge weights then reflect 2D box distances "
-                   "only, not depth)")
-    elif graph_providers.is_frame_model(depth_src):
-      used["depth"] = depth_src.record()
-    else:
-      used["depth"] = "given" if isinstance(providers.depth, np.ndarray) else "file"
-    if graph_providers.is_frame_model(flow_src) and (measure_motion or
-                                                     providers.detections is None):
-      used["flow"] = flow_src.record()
-    elif flow_src is not None and not graph_providers.is_frame_model(flow_src):
-      used["flow"] = "given" if isinstance(providers.flow, np.ndarray) else "file"
-    elif measure_motion or providers.detections is None:
-      used["flow"] = "OpenCV DIS (fallback)"
-      if measure_motion:
-        warns.append("no flow file: measuring motion with OpenCV DIS flow (less accurate than "
-                     "RAFT on fast or textureless motion)")
-    else:
-      used["flow"] = "not needed"
-    used["features"] = self.preprocess_config.feature_extractor
-    sources = preprocess.select_sources(dets, auditory_ids, preprocess.MAX_AUDITORY,
-                                        self.preprocess_config.min_auditory_score)
-    if not len(sources):
-      warns.append("no auditory object found in the video (no detection with an auditory class "
-                   "id): the graphs hold the background node only" if providers.detections
-                   is not None else "no moving object found in the video: the graphs hold the "
-                   "background node only")
-    for msg in warns:
-      logging.warning("%s", msg)
-
-    l = self.window_frames
-    num_windows = -(-t // l)
-    parts = []
-    for w0 in range(0, num_windows, self.chunk_windows):
-      w1 = min(num_windows, w0 + self.chunk_windows)
-      k0, k1 = w0 * l, min(t, w1 * l)
-      if graph_providers.is_frame_model(depth_src):
-        depth = depth_src.depth(video.frames[k0:k1])
-      else:
-        depth = (_resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
-                 else graph_providers.flat_depth(video.frames[k0:k1]))
-      flow = flow_of(k0, k1) if measure_motion else None
-      parts.append(self._graph_chunk(video.frames[k0:k1], dets, k0, sources, auditory_ids, depth,
-                                     flow))
-      logging.info("scene graphs: windows %d-%d of %d", w0 + 1, w1, num_windows)
-    cat = lambda k, axis=0: np.concatenate([p[k] for p in parts], axis=axis)
-    graphs = SceneGraphs(
-        node_features=cat("node_features"), node_mask=cat("node_mask"),
-        node_type=cat("node_type"), adjacency=cat("adjacency"), window_valid=cat("window_valid"),
-        node_boxes=cat("node_boxes"), reference_frames=cat("reference_frames"),
-        source_ids=np.asarray(sources, np.int64),
-        source_names=[names.get(int(c), f"class id {int(c)}") for c in sources],
-        measured_direction=cat("measured", axis=1),
-        from_proposals=providers.detections is None or "auditory_candidates" in used)
-    return graphs, used, warns
-
-  def _detections(self, video: VideoFrames, providers: Providers,
-                  flow_of: Callable[[int, int], np.ndarray]):
-    """The clip's detections on the resampled frames, the auditory class ids among their labels,
-    class names by id, what provided them and the warning for a fallback."""
-    if providers.detections is None:
-      step = self.chunk_windows * self.window_frames
-      t = video.frames.shape[0]
-      chunks = [graph_proposals.motion_proposals(flow_of(k0, min(t, k0 + step)), frame_offset=k0)
-                for k0 in range(0, t, step)]
-      dets = graph_proposals.link_tracks(_concat_dets(chunks))
-      # Tracks are numbered by total score: the first ones are the auditory candidates.
-      auditory_ids = np.unique(dets.label)[:preprocess.MAX_AUDITORY].astype(np.int32)
-      names = {int(i): graph_proposals.UNKNOWN_CLASS_NAME for i in auditory_ids}
-      return dets, auditory_ids, names, {"detections": "motion proposals (fallback)"}, [
-          "no detections file: using motion-based box proposals (objects are found only where "
-          "they move against the camera; their class is unknown; expect a weaker separation "
-          "than with a detector)"]
-    if graph_providers.is_frame_model(providers.detections):
-      from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top
-      return separation.learned_detections(
-          providers.detections, video.frames, self._all_class_names(),
-          self._auditory_ids() if self._auditory_ids() is not None else np.zeros(0, np.int32))
-    if isinstance(providers.detections, graph_providers.Detections):
-      raw, used = providers.detections, "given"
-    else:
-      raw = graph_providers.load_detections(os.fspath(providers.detections))
-      used = f"file {os.fspath(providers.detections)}"
-    auditory_ids = self._auditory_ids()
-    if auditory_ids is None:
-      raise InferenceError("the workdir has no dataset_meta.json (and the data set is not on "
-                           "this machine), so detection labels cannot be mapped to auditory "
-                           "classes; retrain or copy dataset_meta.json into the workdir")
-    dets = map_detections(raw, video)
-    all_names = self._all_class_names()
-    names = {int(i): (all_names[i] if 0 <= i < len(all_names) else f"class id {i}")
-             for i in np.unique(dets.label)}
-    return dets, auditory_ids, names, {"detections": used}, []
-
-  def _graph_chunk(self, frames: np.ndarray, dets: graph_providers.Detections, first: int,
-                   sources: np.ndarray, auditory_ids: np.ndarray, depth: np.ndarray,
-                   flow: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Preprocessed windows of the frames ``frames`` (clip frames ``first...``), node slots in
-    clip source order, plus ``node_boxes``, ``reference_frames`` and ``measured`` [A, W]."""
-    cfg = self.preprocess_config
-    l, (h, w) = self.window_frames, frames.shape[1:3]
-    nw = -(-len(frames) // l)
-    dc = dets.select(np.flatnonzero((dets.frame >= first) & (dets.frame < first + len(frames))))
-    dc.frame = dc.frame - first
-    chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
-                                              cfg.min_auditory_score)
-    if not set(chunk_sources.tolist()) <= set(sources.tolist()):
-      # Another auditory class outranks a clip source in this chunk: drop its detections so that
-      # the chunk keeps the clip's sources (this can only move the background crop).
-      other = np.isin(dc.label, auditory_ids) & ~np.isin(dc.label, sources)
-      dc = dc.select(np.flatnonzero(~other))
-      chunk_sources = preprocess.select_sources(dc, auditory_ids, preprocess.MAX_AUDITORY,
-                                                cfg.min_auditory_score)
-    measure = flow is not None
-    chunk_cfg = dataclasses.replace(cfg, num_windows=nw, rectify=cfg.rectify and measure)
-    if flow is None:  # motion labels unused: zero flow, no rectification (cheap)
-      flow = np.zeros(frames.shape[:3] + (2,), np.float32)
-    ex = preprocess.preprocess_clip(frames, np.zeros(1, np.float32), dc, depth, flow,
-                                    auditory_ids, chunk_cfg)
-    ex["node_boxes"] = np.stack([
-        _window_node_boxes(dc, chunk_sources, auditory_ids, wi * l,
-                           min(wi * l + l, len(frames)) - 1, h, w, cfg) for wi in range(nw)])
-    ex["reference_frames"] = frames[::l]
-    order = _clip_slot_order(sources, chunk_sources)
-    _permute_auditory(ex, order)
-    key = schema.direction_key(self.config.model.num_direction_classes)
-    ex["measured"] = (ex[key][:, order].T if measure
-                      else np.full((preprocess.MAX_AUDITORY, nw), -1, np.int32))
-    return ex
+  def build_graphs(self, video, providers: Providers | None = None, measure_motion: bool = False
+                   ) -> tuple[SceneGraphs, dict[str, str], list[str]]:
+    """Per-window scene graphs of ``video`` (:func:`asmp_jax.scene_pipeline.build_scene_graphs`)."""
+    return scene_pipeline.build_scene_graphs(video, providers, self.scene_settings(),
+                                             measure_motion)
 
   # --------------------------------------------------------------- separation
 
   def _separation_fn(self, mask_override: MaskOverride | None):
     key = id(mask_override) if mask_override is not None else None
     if key not in self._fns:
-      self._fns[key] = jax.jit(crop_separation_fn(
-          self.model, bool(self.config.data.get("normalise_mix")),
-          int(self.config.data.num_videos), mask_override))
+      fn = jax.jit(crop_separation_fn(self.model, bool(self.config.data.get("normalise_mix")),
+                                      int(self.config.data.num_videos), mask_override))
+      self._fns[key] = functools.partial(fn, self.variables)
     return self._fns[key]
 
-  @staticmethod
-  def _window_graphs(graphs: SceneGraphs, num_windows: int) -> dict[str, np.ndarray]:
-    """Every window's graph as model inputs (input_pipeline.window_graph), stacked
-    ``[num_windows, ...]``: built once per clip, indexed per crop and per direction slice."""
+  def _crop_batch(self, graphs: SceneGraphs, n_win_graph: int, source_mask: np.ndarray
+                  ) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """``(starts, crops) -> batch``: each crop conditioned on the graph of the window it starts in
+    (with dir_window_graphs each direction slice also on the graph of the window holding its
+    centre); graph inputs are ``[batch, video, ...]`` with one video per crop."""
+    sp, win, bs = self.model.spec, self.sample_rate, self.batch_size
     ex = {"adjacency": graphs.adjacency, "node_mask": graphs.node_mask,
           "node_features": graphs.node_features, "node_type": graphs.node_type}
-    per = [input_pipeline.window_graph(ex, w) for w in range(num_windows)]
-    return {k: np.stack([g[k] for g in per]) for k in per[0]}
+    graph_of = functools.lru_cache(maxsize=64)(lambda w: input_pipeline.window_graph(ex, w))
+    stack = lambda windows: {k: np.stack([graph_of(int(w))[k] for w in windows.reshape(-1)]
+                                         ).reshape(windows.shape + graph_of(0)[k].shape)
+                             for k in graph_of(0)}
+    senders, receivers = preprocess.dense_edges(preprocess.MAX_NODES)
+    fixed = {k: np.broadcast_to(v, (bs, 1) + v.shape) for k, v in
+             (("senders", senders), ("receivers", receivers), ("source_mask", source_mask))}
 
-  def separate_waveform(self, wav: np.ndarray, graphs: SceneGraphs, num_sources: int,
-                        mask_override: MaskOverride | None = None) -> dict[str, np.ndarray]:
-    """Sliding-window separation of a mono waveform at the model's rate (module docstring, 4-5).
+    def make(starts: np.ndarray, crops: np.ndarray) -> dict[str, np.ndarray]:
+      batch = {k: v[:, None] for k, v in stack(np.minimum(starts // win, n_win_graph - 1)).items()}
+      if sp.dir_window_graphs:
+        slice_win = np.minimum((starts[:, None] + self._slice_centres()[None]) // win,
+                               n_win_graph - 1).astype(np.int64)
+        batch.update({"window_" + k: v[:, None] for k, v in stack(slice_win).items()})
+      batch.update(fixed)
+      batch["audio"] = crops
+      return batch
+
+    return make
+
+  def _slice_centres(self) -> np.ndarray:
+    """Centre sample of each time slice of the direction classifier within a crop."""
+    sp = self.model.spec
+    return (np.arange(sp.num_dir_windows) * sp.dir_window_stride
+            + sp.dir_window_cols / 2) * audio_lib.HOP
+
+  def separate_stream(self, reader: sliding_window.CropReader, length: int, graphs: SceneGraphs,
+                      num_sources: int, mask_override: MaskOverride | None = None,
+                      stats: dict[str, Any] | None = None) -> Iterator[np.ndarray]:
+    """Sliding-window separation of a mono signal at the model's rate (module docstring, 4-5),
+    streamed: yields the separated slots ``[S, n]`` of consecutive samples as they become final.
 
     Args:
-      wav: float32 [L] at ``config.data.sample_rate``.
+      reader: the signal's crops (its blocks are read as the crops need them).
+      length: the signal's length in samples.
       graphs: the clip's scene graphs.
       num_sources: auditory slots to use (0..S-1); the background slot is always used.
-
-    Returns:
-      ``slots`` float32 [S, L], ``class_probs`` [S, K], ``dir_probs`` [S, W, D] (NaN where no
-      crop covers a window).
+      mask_override: replaces the masks (:func:`crop_separation_fn`).
+      stats: filled at the end with ``class_probs [S, K]``, ``dir_probs [S, W, D]`` (NaN where
+        no crop covers a window) and ``num_crops``.
     """
     sp = self.model.spec
-    s = sp.num_slots
-    length = wav.shape[0]
-    win = self.sample_rate  # samples per 1 s window
-    hop = max(1, int(round(self.hop_s * win)))
-    starts = evaluate.crop_starts(length, self.crop, hop)
+    s, win = sp.num_slots, self.sample_rate
+    starts = sliding_window.crop_starts(length, self.crop, max(1, int(round(self.hop_s * win))))
     n_win_graph = int(np.max(np.flatnonzero(graphs.window_valid), initial=0)) + 1
-    n_win_audio = -(-length // win)
-    nw = max(n_win_graph, n_win_audio)
     source_mask = np.zeros(s, bool)
     source_mask[:num_sources] = True
     source_mask[-1] = True
-    fn = self._separation_fn(mask_override)
-    window_graphs = self._window_graphs(graphs, n_win_graph)
-    senders, receivers = preprocess.dense_edges(preprocess.MAX_NODES)
-    total = np.zeros((s, length), np.float32)
-    count = np.zeros((length,), np.float32)
+    make = self._crop_batch(graphs, n_win_graph, source_mask)
+    slots = sliding_window.OverlapAverage((s,), length, np.float32)
     cons_sum = np.zeros((s, sp.num_classes), np.float64)
-    dir_sum = np.zeros((nw, s, sp.num_direction_classes), np.float64)
-    dir_count = np.zeros((nw,), np.float64)
-    # Time slices of the direction classifier: centre sample of slice j within a crop.
-    slice_centre = (np.arange(sp.num_dir_windows) * sp.dir_window_stride
-                    + sp.dir_window_cols / 2) * audio_lib.HOP
-    bs = self.batch_size
-    t0, n_batches = time.time(), -(-len(starts) // bs)
-    for bi in range(n_batches):
-      chunk = starts[bi * bs:(bi + 1) * bs]
-      real = len(chunk)
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - real)])  # static batch size
-      crops = np.stack([np.pad(wav[st:st + self.crop], (0, max(0, st + self.crop - length)))
-                        for st in chunk]).astype(np.float32)
-      # Each crop is conditioned on the graph of the window it starts in; with dir_window_graphs
-      # each direction slice also reads the graph of the window holding the slice's centre.
-      windows = np.minimum(chunk // win, n_win_graph - 1)
-      # Graph inputs are [batch, video, ...] with one video per crop.
-      batch = {k: v[windows, None] for k, v in window_graphs.items()}
-      if sp.dir_window_graphs:
-        slice_win = np.minimum((chunk[:, None] + slice_centre[None]) // win,
-                               n_win_graph - 1).astype(np.int64)
-        batch.update({"window_" + k: v[slice_win][:, None] for k, v in window_graphs.items()})
-      batch.update({k: np.broadcast_to(v, (bs, 1) + v.shape) for k, v in
-                    (("senders", senders), ("receivers", receivers), ("source_mask", source_mask))})
-      batch["audio"] = crops
-      out = jax.device_get(fn(self.variables, batch))
-      for j in range(real):
-        st = int(chunk[j])
-        n = min(self.crop, length - st)
-        total[:, st:st + n] += out["slots"][j, :, :n]
-        count[st:st + n] += 1
-      cons_sum += _softmax(out["cons_logits"][:real]).sum(0)
-      probs = _softmax(out["dir_logits"][:real])  # [real, S, Wd, D]
-      widx = ((chunk[:real, None] + slice_centre[None]) // win).astype(np.int64)  # [real, Wd]
-      ok = (widx < nw) & ((chunk[:real, None] + slice_centre[None]) < length)
-      np.add.at(dir_sum, widx[ok], probs.transpose(0, 2, 1, 3)[ok])
-      np.add.at(dir_count, widx[ok], 1.0)
-      if (bi + 1) % max(1, n_batches // 10) == 0:
-        el = time.time() - t0
-        logging.info("separation: batch %d/%d (%.0f s elapsed, ~%.0f s left)", bi + 1, n_batches,
-                     el, el / (bi + 1) * (n_batches - bi - 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-      dir_probs = (dir_sum / dir_count[:, None, None]).transpose(1, 0, 2).astype(np.float32)
-    return {"slots": total / np.maximum(count, 1), "class_probs": (cons_sum / len(starts)),
-            "dir_probs": dir_probs, "num_crops": len(starts)}
+    dirs = sliding_window.WindowProbabilities(max(n_win_graph, -(-length // win)), win, length,
+                                              self._slice_centres(),
+                                              (s, sp.num_direction_classes))
+    nexts = iter(list(starts[self.batch_size::self.batch_size]) + [length])
+    for chunk, _, out in sliding_window.slide(self._separation_fn(mask_override), starts,
+                                              self.batch_size,
+                                              lambda st: make(st, reader.crops(st)),
+                                              progress="separation"):
+      for crop, st in zip(out["slots"], chunk):
+        slots.add(crop, st)
+      cons_sum += sliding_window.softmax(out["cons_logits"]).sum(0)
+      dirs.add(chunk, sliding_window.softmax(out["dir_logits"]))
+      upto = next(nexts)
+      reader.release(upto)
+      yield slots.pop(upto)
+    if stats is not None:
+      stats.update(class_probs=cons_sum / len(starts), dir_probs=dirs.result(),
+                   num_crops=len(starts))
+
+  def separate_waveform(self, wav: np.ndarray, graphs: SceneGraphs, num_sources: int,
+                        mask_override: MaskOverride | None = None) -> dict[str, np.ndarray]:
+    """:meth:`separate_stream` of a whole waveform ``float32 [L]`` at the model's rate.
+
+    Returns:
+      ``slots`` float32 [S, L], ``class_probs`` [S, K], ``dir_probs`` [S, W, D], ``num_crops``.
+    """
+    stats: dict[str, Any] = {}
+    reader = sliding_window.CropReader(iter([wav]), self.crop)
+    blocks = list(self.separate_stream(reader, wav.shape[0], graphs, num_sources, mask_override,
+                                       stats))
+    return {"slots": np.concatenate(blocks, -1), **stats}
 
   def separate(self, video: str | os.PathLike[str], audio: AudioInput = None,
                num_sources: int | None = None, providers: Providers | None = None, *,
                feature_extractor: str | None = None, measure_motion: bool = False,
-               mask_override: MaskOverride | None = None) -> SeparationResult:
+               mask_override: MaskOverride | None = None, sink: Sink | None = None
+               ) -> SeparationResult:
     """Separates the sounds of a video file (module docstring).
 
     Args:
@@ -988,6 +399,9 @@ class Separator:
       measure_motion: also measure each source's motion from the flow (the training labels'
         pipeline; slower), reported as ``graphs.measured_direction``.
       mask_override: replaces the masks (:func:`crop_separation_fn`); tests and diagnostics.
+      sink: receives the mixture and the sources block by block (:class:`Sink`); the result
+        then holds only their first ``SINK_EXCERPT_S`` seconds, so memory does not grow with
+        the video's length.
 
     Raises:
       media.MediaError: unreadable/missing media, no video stream, no audio.
@@ -995,34 +409,60 @@ class Separator:
       InferenceError: bad arguments, extractor mismatch.
     """
     self.check_feature_extractor(feature_extractor)
-    check_video(video)
+    frame_reader.check_video(video)
     s = self.model.spec.num_slots
     if num_sources is not None and not 0 <= int(num_sources) <= s - 1:
       raise InferenceError(f"num_sources must be in 0..{s - 1}, got {num_sources}")
-    mixture, sr, audio_path = load_mixture(video, audio)
-    frames = read_frames(video, self.window_frames, self.frame_size)
+    mix = mixture_stream.open_mixture(video, audio)
+    frames = frame_reader.VideoFile(video, self.window_frames, self.frame_size)
+    graphs, used, warns = self.build_graphs(frames, providers, measure_motion)
     logging.info("%s: %d frames at %g fps -> %d at %d fps, %dx%d; audio (%s): %d samples at %d Hz",
                  os.fspath(video), int(frames.source_index.max()) + 1, frames.source_fps,
-                 len(frames.frames), self.window_frames, self.frame_size[1], self.frame_size[0],
-                 audio_path, mixture.shape[0], sr)
-    graphs, used, warns = self.build_graphs(frames, providers, measure_motion)
-    if num_sources is None:
-      num_sources = max(1, len(graphs.source_ids))
-    num_sources = int(num_sources)
-    wav = media.resample(mixture, sr, self.sample_rate)
-    out = self.separate_waveform(wav, graphs, num_sources, mask_override)
+                 frames.num_frames, self.window_frames, self.frame_size[1], self.frame_size[0],
+                 mix.where, mix.num_samples, mix.sample_rate)
+    num_sources = int(max(1, len(graphs.source_ids)) if num_sources is None else num_sources)
     slots = np.concatenate([np.arange(num_sources), [s - 1]])
-    back = media.resample(np.ascontiguousarray(out["slots"][slots].T), self.sample_rate, sr).T
-    sources = _fit_length(back, mixture.shape[0])
-    class_probs = out["class_probs"][slots].astype(np.float32)
-    detected = self._match(class_probs[:num_sources], graphs)
+    names = [f"source {k}" for k in range(num_sources)] + [BACKGROUND_NAME]
+    collect = separation_result.Collect(mix.num_samples if sink is None else SINK_EXCERPT_S * mix.sample_rate)
+    if sink is not None:
+      sink.open(names, mix.sample_rate)
+    stats = self._separate_mixture(mix, graphs, num_sources, slots, mask_override,
+                                   [collect] + ([sink] if sink is not None else []))
+    class_probs = stats["class_probs"][slots].astype(np.float32)
     return SeparationResult(
-        sample_rate=sr, mixture=mixture, sources=sources.astype(np.float32),
-        source_names=[f"source {k}" for k in range(num_sources)] + [BACKGROUND_NAME],
-        slots=slots, class_names=self.class_names, class_probabilities=class_probs,
+        sample_rate=mix.sample_rate, mixture=collect.mixture(), sources=collect.sources(),
+        source_names=names, slots=slots, class_names=self.class_names,
+        class_probabilities=class_probs,
         direction_names=graph_motion.direction_names(self.config.model.num_direction_classes),
-        direction_probabilities=out["dir_probs"][:num_sources], detected_source=detected,
-        graphs=graphs, window_seconds=1.0, providers_used=used, warnings=warns)
+        direction_probabilities=stats["dir_probs"][:num_sources],
+        detected_source=self._match(class_probs[:num_sources], graphs), graphs=graphs,
+        window_seconds=1.0, providers_used=used, warnings=warns, num_samples=mix.num_samples)
+
+  def _separate_mixture(self, mix: mixture_stream.Mixture, graphs: SceneGraphs, num_sources: int,
+                        slots: np.ndarray, mask_override: MaskOverride | None,
+                        sinks: Sequence[Any]) -> dict[str, Any]:
+    """Streams the mixture through :meth:`separate_stream` at the model's rate and the chosen
+    ``slots`` back at the input's rate into ``sinks`` (``write(mixture [n], sources [M, n])``)."""
+    sr, rate = mix.sample_rate, self.sample_rate
+    pending: collections.deque[np.ndarray] = collections.deque()  # input not yet handed out
+
+    def tee(blocks):
+      for block in blocks:
+        pending.append(block)
+        yield block
+
+    reader = sliding_window.CropReader(
+        mixture_stream.resampled_blocks(tee(mix.blocks()), sr, rate), self.crop)
+    stats: dict[str, Any] = {}
+    model_rate = self.separate_stream(reader, mixture_stream.resampled_length(
+        mix.num_samples, sr, rate), graphs, num_sources, mask_override, stats)
+    back = mixture_stream.resampled_blocks((b[slots].T for b in model_rate), rate, sr,
+                                           channels=len(slots))
+    for block in mixture_stream.fit_length(back, mix.num_samples):
+      mixture = separation_result.take(pending, block.shape[0])
+      for sink in sinks:
+        sink.write(mixture, np.ascontiguousarray(block.T, np.float32))
+    return stats
 
   def _match(self, class_probs: np.ndarray, graphs: SceneGraphs) -> np.ndarray:
     """Detected source matched to each auditory slot (by class when classes are known, else in
@@ -1037,25 +477,3 @@ class Separator:
     lookup = {int(c): i for i, c in enumerate(ids)} if ids is not None else {}
     source_classes = np.array([lookup.get(int(c), -1) for c in graphs.source_ids], np.int64)
     return _match_slots_to_sources(class_probs, source_classes)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _concat_dets(parts: Sequence[graph_providers.Detections]) -> graph_providers.Detections:
-  return graph_providers.Detections(
-      np.concatenate([p.frame for p in parts]), np.concatenate([p.box for p in parts]),
-      np.concatenate([p.label for p in parts]), np.concatenate([p.score for p in parts]))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _fit_length(x: np.ndarray, length: int) -> np.ndarray:
-  """Pads with zeros or trims the last axis to ``length``."""
-  if x.shape[-1] >= length:
-    return x[..., :length]
-  return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])

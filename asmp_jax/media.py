@@ -162,16 +162,13 @@ def _ffmpeg_reason(e: Exception) -> str:
   return strerror or str(e) or type(e).__name__
 
 
-def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
-  """Reads with libsndfile. Returns ([L, C] float32, sr).
+def _soundfile_blocks(path: str, block: int = 1 << 16) -> Iterator[np.ndarray]:
+  """Reads with libsndfile: float32 blocks [n, C] (integer PCM scaled to [-1, 1)).
 
   Raises sf.LibsndfileError / RuntimeError.
   """
   with sf.SoundFile(path) as f:
-    sr = f.samplerate
-    # Ask for float32 directly: libsndfile scales integer PCM to [-1, 1).
-    data = f.read(dtype="float32", always_2d=True)
-  return data, int(sr)
+    yield from f.blocks(blocksize=block, dtype="float32", always_2d=True)
 
 
 def _require_decoder(path: str, stream: Any) -> None:
@@ -182,8 +179,8 @@ def _require_decoder(path: str, stream: Any) -> None:
                      "FFmpeg build can decode")
 
 
-def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
-  """Decodes the first audio stream with PyAV. Returns ([L, C] float32, sr)."""
+def _pyav_audio_info(path: str) -> tuple[int, int | None]:
+  """(sample rate, samples the header declares or None) of the first audio stream."""
   with _open_input(path) as container:
     if not container.streams.audio:
       kinds = ", ".join(s.type for s in container.streams) or "none"
@@ -193,33 +190,47 @@ def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
     sr = int(stream.codec_context.sample_rate or stream.rate or 0)
     if sr <= 0:
       raise MediaError(path, "audio stream has no sample rate")
+    return sr, _declared_num_samples(stream, sr)
+
+
+def _pyav_blocks(path: str) -> Iterator[np.ndarray]:
+  """Decodes the first audio stream with PyAV: float32 blocks [n, C], one per decoded frame."""
+  with _open_input(path) as container:
+    stream = container.streams.audio[0]
     # Convert every decoded frame to planar float32 with the stream's channel count, so frames
     # with differing sample formats (s16, s32p, fltp, ...) come out alike.
     resampler = None
-    chunks: list[np.ndarray] = []
     try:
       for frame in container.decode(stream):
         if resampler is None:
           resampler = av.AudioResampler(format="fltp", layout=frame.layout.name,
                                         rate=frame.sample_rate)
-          sr = int(frame.sample_rate)
         for out in resampler.resample(frame):
-          chunks.append(out.to_ndarray())
+          yield _to_float32(out.to_ndarray().T)
       if resampler is not None:
         for out in resampler.resample(None):
-          chunks.append(out.to_ndarray())
+          yield _to_float32(out.to_ndarray().T)
     except av.FFmpegError as e:
       raise MediaError(path, f"corrupt or unreadable audio stream ({_ffmpeg_reason(e)})") from e
-    declared = _declared_num_samples(stream, sr)
+
+
+def _trimmed_length(decoded: int, declared: int | None) -> int:
+  """Frame-based codecs (AAC, ...) pad the last frame; the container's declared duration (mp4
+  edit list) says where the real signal ends. Trim only codec-sized overshoots, so a wrong
+  header estimate (e.g. VBR mp3) never cuts real audio."""
+  if declared is not None and 0 < decoded - declared <= _MAX_CODEC_PADDING:
+    return declared
+  return decoded
+
+
+def _read_pyav_audio(path: str) -> tuple[np.ndarray, int]:
+  """Decodes the first audio stream with PyAV. Returns ([L, C] float32, sr)."""
+  sr, declared = _pyav_audio_info(path)
+  chunks = list(_pyav_blocks(path))
   if not chunks:
     raise MediaError(path, "audio stream decodes to zero samples")
-  data = np.concatenate(chunks, axis=1).T  # [channels, L] -> [L, channels]
-  # Frame-based codecs (AAC, ...) pad the last frame; the container's declared duration (mp4
-  # edit list) says where the real signal ends. Trim only codec-sized overshoots, so a wrong
-  # header estimate (e.g. VBR mp3) never cuts real audio.
-  if declared is not None and 0 < data.shape[0] - declared <= _MAX_CODEC_PADDING:
-    data = data[:declared]
-  return _to_float32(np.ascontiguousarray(data)), sr
+  data = np.concatenate(chunks, axis=0)
+  return np.ascontiguousarray(data[:_trimmed_length(data.shape[0], declared)]), sr
 
 
 def _declared_num_samples(stream: Any, sr: int) -> int | None:
@@ -227,6 +238,55 @@ def _declared_num_samples(stream: Any, sr: int) -> int | None:
   if stream.duration is None or stream.time_base is None or stream.duration <= 0:
     return None
   return int(round(float(stream.duration * stream.time_base) * sr))
+
+
+class MonoAudio:
+  """A file's audio, downmixed to mono, read block by block (memory does not grow with length).
+
+  Opening makes one decoding pass that checks every sample (the errors of :func:`load_audio`)
+  and counts them; :meth:`blocks` then yields exactly ``num_samples`` samples, the ones
+  ``load_audio(path, target_sr=None)`` returns, at ``sample_rate``.
+
+  Raises:
+    MediaError: missing/empty/corrupt file, no audio stream, zero samples, NaN/inf samples.
+  """
+
+  def __init__(self, path: str | os.PathLike[str]):
+    self.path = os.fspath(path)
+    _check_readable(self.path)
+    self._soundfile = False
+    if os.path.splitext(self.path)[1].lower() in _SOUNDFILE_EXTENSIONS:
+      try:
+        self.sample_rate, declared = int(sf.info(self.path).samplerate), None
+        self._soundfile = True
+      except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass
+    if not self._soundfile:
+      self.sample_rate, declared = _pyav_audio_info(self.path)
+    decoded = 0
+    try:
+      for block in self._decoded():
+        if not np.all(np.isfinite(block)):
+          raise MediaError(self.path, "audio contains NaN or infinite samples")
+        decoded += block.shape[0]
+    except (sf.LibsndfileError, RuntimeError) as e:
+      raise MediaError(self.path, f"unreadable audio file ({e})") from e
+    if decoded == 0:
+      raise MediaError(self.path, "audio has zero samples" if self._soundfile
+                       else "audio stream decodes to zero samples")
+    self.num_samples = _trimmed_length(decoded, declared)
+
+  def _decoded(self) -> Iterator[np.ndarray]:
+    return _soundfile_blocks(self.path) if self._soundfile else _pyav_blocks(self.path)
+
+  def blocks(self) -> Iterator[np.ndarray]:
+    """float32 mono blocks in order, ``num_samples`` samples in all."""
+    left = self.num_samples
+    for block in self._decoded():
+      if left <= 0:
+        break
+      yield downmix(block[:left])
+      left -= min(left, block.shape[0])
 
 
 def load_audio(
@@ -258,7 +318,8 @@ def load_audio(
   sf_error: Exception | None = None
   if ext in _SOUNDFILE_EXTENSIONS:
     try:
-      data, sr = _read_soundfile(path)
+      sr = int(sf.info(path).samplerate)
+      data = np.concatenate(list(_soundfile_blocks(path)) or [np.zeros((0, 1), np.float32)])
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
       sf_error = e
   if data is None:
@@ -366,7 +427,7 @@ _YUV_FLAGS = (av.video.reformatter.Interpolation.AREA
               | av.video.reformatter.Interpolation.ACCURATE_RND
               | av.video.reformatter.Interpolation.BITEXACT
               | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
-_RGB_FLAGS = (av.video.reformatter.Interpolation.BILINEAR
+RGB_FLAGS = (av.video.reformatter.Interpolation.BILINEAR
               | av.video.reformatter.Interpolation.ACCURATE_RND
               | av.video.reformatter.Interpolation.BITEXACT
               | av.video.reformatter.Interpolation.FULL_CHR_H_INT)
@@ -416,7 +477,7 @@ def read_video(path: str | os.PathLike[str],
     fps = _stream_fps(stream)
     try:
       for frame in container.decode(stream):
-        rgb = frame.reformat(format="rgb24", interpolation=_RGB_FLAGS, threads=1)
+        rgb = frame.reformat(format="rgb24", interpolation=RGB_FLAGS, threads=1)
         frames.append(rgb.to_ndarray())
         if max_frames is not None and len(frames) >= max_frames:
           break
