@@ -16,7 +16,6 @@ import soxr
 
 from asmp_jax import media
 
-AudioInput = str | os.PathLike[str] | tuple[np.ndarray, int] | None
 BLOCK = 1 << 16  # samples per block of an in-memory mixture
 
 
@@ -40,13 +39,18 @@ class Mixture:
     return np.concatenate(list(self.blocks()))
 
 
+AudioInput = str | os.PathLike[str] | tuple[np.ndarray, int] | Mixture | None
+
+
 def open_mixture(video: str | os.PathLike[str], audio: AudioInput = None) -> Mixture:
-  """The mixture: ``audio`` (a file, or ``(wav [L] or [L, C], sample_rate)``) or the video's own
-  audio stream; checked in full before anything else runs.
+  """The mixture: ``audio`` (a file, ``(wav [L] or [L, C], sample_rate)`` or a :class:`Mixture`
+  already opened) or the video's own audio stream; checked in full before anything else runs.
 
   Raises:
     media.MediaError: no audio stream anywhere, unreadable/empty audio, bad samples.
   """
+  if isinstance(audio, Mixture):
+    return audio
   if isinstance(audio, tuple):
     wav, sr = audio
     wav = media.downmix(np.asarray(wav, np.float32))

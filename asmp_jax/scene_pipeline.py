@@ -353,13 +353,17 @@ def graph_chunk(frames: np.ndarray, dets: graph_providers.Detections, first: int
   ex["node_boxes"] = np.stack([
       _window_node_boxes(dc, chunk_sources, auditory_ids, wi * l,
                          min(wi * l + l, len(frames)) - 1, h, w, cfg) for wi in range(nw)])
-  ex["reference_frames"] = frames[::l]
+  ex["reference_frames"] = frames[::l].copy()  # not a view: the chunk's frames are freed
   order = _clip_slot_order(sources, chunk_sources)
   _permute_auditory(ex, order)
   key = schema.direction_key(settings.num_direction_classes)
   ex["measured"] = (ex[key][:, order].T if measure
                     else np.full((preprocess.MAX_AUDITORY, nw), -1, np.int32))
   return ex
+
+
+_GRAPH_KEYS = ("node_features", "node_mask", "node_type", "adjacency", "window_valid",
+               "node_boxes", "reference_frames", "measured")
 
 
 def _provider_notes(providers: Providers, depth_src, flow_src, measure_motion: bool,
@@ -425,23 +429,35 @@ def build_scene_graphs(video, providers: Providers | None, settings: Settings,
                  "background node only")
   for msg in warns:
     logging.warning("%s", msg)
-  parts = list(_graph_chunks(video, dets, sources, auditory_ids, depth_src, flow_src, settings,
-                             measure_motion))
-  cat = lambda k, axis=0: np.concatenate([p[k] for p in parts], axis=axis)
+  # Windows are written into arrays allocated once (no list of chunks to concatenate).
+  l = settings.preprocess.window_frames
+  num_windows = -(-video.num_frames // l)
+  out: dict[str, np.ndarray] = {}
+  for w0, ex in _graph_chunks(video, dets, sources, auditory_ids, depth_src, flow_src, settings,
+                              measure_motion):
+    for key in _GRAPH_KEYS:
+      if key not in out:
+        shape = ex[key].shape
+        out[key] = (np.empty((shape[0], num_windows) + shape[2:], ex[key].dtype)
+                    if key == "measured" else
+                    np.empty((num_windows,) + shape[1:], ex[key].dtype))
+      if key == "measured":
+        out[key][:, w0:w0 + ex[key].shape[1]] = ex[key]
+      else:
+        out[key][w0:w0 + ex[key].shape[0]] = ex[key]
   graphs = SceneGraphs(
-      node_features=cat("node_features"), node_mask=cat("node_mask"),
-      node_type=cat("node_type"), adjacency=cat("adjacency"), window_valid=cat("window_valid"),
-      node_boxes=cat("node_boxes"), reference_frames=cat("reference_frames"),
+      node_features=out["node_features"], node_mask=out["node_mask"],
+      node_type=out["node_type"], adjacency=out["adjacency"], window_valid=out["window_valid"],
+      node_boxes=out["node_boxes"], reference_frames=out["reference_frames"],
       source_ids=np.asarray(sources, np.int64),
       source_names=[names.get(int(c), f"class id {int(c)}") for c in sources],
-      measured_direction=cat("measured", axis=1),
-      from_proposals=providers.detections is None)
+      measured_direction=out["measured"], from_proposals=providers.detections is None)
   return graphs, used, warns
 
 
 def _graph_chunks(video, dets, sources, auditory_ids, depth_src, flow_src, settings: Settings,
-                  measure_motion: bool) -> Iterator[dict[str, np.ndarray]]:
-  """Second pass: the preprocessed windows, ``chunk_windows`` at a time."""
+                  measure_motion: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  """Second pass: ``(first window, preprocessed windows)``, ``chunk_windows`` at a time."""
   l = settings.preprocess.window_frames
   num_windows = -(-video.num_frames // l)
   for k0, frames, nxt in video.chunks(settings.chunk_windows * l):
@@ -452,5 +468,5 @@ def _graph_chunks(video, dets, sources, auditory_ids, depth_src, flow_src, setti
       depth = (resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
                else graph_providers.flat_depth(frames))
     flow = _chunk_flow(frames, nxt, k0, flow_src, video) if measure_motion else None
-    yield graph_chunk(frames, dets, k0, sources, auditory_ids, depth, flow, settings)
+    yield k0 // l, graph_chunk(frames, dets, k0, sources, auditory_ids, depth, flow, settings)
     logging.info("scene graphs: windows %d-%d of %d", k0 // l + 1, -(-k1 // l), num_windows)

@@ -196,8 +196,8 @@ def summary_dict(result, args: dict[str, Any], files: dict[str, str]) -> dict[st
   return {
       **args,
       "sample_rate": result.sample_rate,
-      "num_samples": int(result.mixture.shape[0]),
-      "duration_s": result.mixture.shape[0] / result.sample_rate,
+      "num_samples": int(result.num_samples),
+      "duration_s": result.num_samples / result.sample_rate,
       "num_windows": g.num_windows,
       "providers": result.providers_used,
       "warnings": result.warnings,
@@ -220,7 +220,6 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
   """The command: checks inputs, restores, separates, writes the outputs; returns the summary."""
   # Imported here so that --help and argument errors stay fast.
   from asmp_jax import inference  # pylint: disable=g-import-not-at-top
-  from asmp_jax import media  # pylint: disable=g-import-not-at-top
   from asmp_jax import visualize  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
@@ -235,7 +234,7 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
                                         detector_score_threshold=detector_score_threshold,
                                         detector_min_size=detector_min_size)
   inference.check_video(video)  # cheap input checks first: a bad file fails in one line
-  audio_from = inference.load_mixture(video, audio)[2]  # unreadable audio fails before the restore
+  mixture = inference.open_mixture(video, audio)  # bad audio fails before the restore
   separator = inference.Separator.from_checkpoint(workdir, step, batch_size=batch_size,
                                                   hop_s=hop_s)
   separator.check_feature_extractor(feature_extractor)
@@ -246,16 +245,18 @@ def run(workdir: str, video: str, out_dir: str, *, audio: str | None = None,
   providers = inference.Providers(detections=learned.detector or detections,
                                   depth=learned.depth or depth, flow=learned.flow or flow)
   measure_motion = measure_motion or learned.flow is not None
-  result = separator.separate(video, audio, num_sources, providers,
-                              feature_extractor=feature_extractor, measure_motion=measure_motion)
   with staged_output(out_dir, overwrite) as tmp:
-    files = {}
-    for name, wav in zip(result.source_names, result.sources):
-      files[name] = _file_name(name)
-      media.write_wav(os.path.join(tmp, files[name]), wav, result.sample_rate, subtype=wav_subtype)
+    sink = inference.WavFiles(tmp, _file_name, wav_subtype)  # sources written as they come
+    try:
+      result = separator.separate(video, mixture, num_sources, providers,
+                                  feature_extractor=feature_extractor,
+                                  measure_motion=measure_motion, sink=sink)
+    finally:
+      sink.close()
+    files = sink.files
     visualize.save_picture(result, os.path.join(tmp, PICTURE_FILE), picture_window)
     args = {"workdir": os.path.abspath(workdir), "checkpoint_step": separator.step,
-            "video": os.path.abspath(video), "audio": audio_from,
+            "video": os.path.abspath(video), "audio": mixture.where,
             "feature_extractor": separator.config.graph.feature_extractor,
             "hop_s": hop_s, "picture": PICTURE_FILE}
     summary = summary_dict(result, args, files)

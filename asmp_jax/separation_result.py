@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
+from asmp_jax import media
 from asmp_jax.scene_pipeline import SceneGraphs
 
 
@@ -129,3 +132,29 @@ def take(pending: collections.deque, n: int) -> np.ndarray:
     out.append(block)
     need -= block.shape[0]
   return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+class WavFiles:
+  """A :class:`Sink` writing every source row to its own audio file in ``directory`` as the
+  samples come (``file_name(row name)``; :class:`asmp_jax.media.WavWriter`)."""
+
+  def __init__(self, directory: str, file_name: Callable[[str], str],
+               subtype: str | None = "PCM_16"):
+    self.directory, self.file_name, self.subtype = directory, file_name, subtype
+    self.files: dict[str, str] = {}
+    self._writers: list[media.WavWriter] = []
+
+  def open(self, names: list[str], sample_rate: int) -> None:
+    for name in names:
+      self.files[name] = self.file_name(name)
+      self._writers.append(media.WavWriter(os.path.join(self.directory, self.files[name]),
+                                           sample_rate, self.subtype))
+
+  def write(self, mixture: np.ndarray, sources: np.ndarray) -> None:
+    del mixture  # not written
+    for writer, wav in zip(self._writers, sources):
+      writer.write(wav)
+
+  def close(self) -> None:
+    for writer in self._writers:
+      writer.close()
