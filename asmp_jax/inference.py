@@ -86,26 +86,6 @@ load_dataset_meta = run_folder.load_dataset_meta
 # ----------------------------------------------------------------------------- model side
 
 
-def _forward(module: asmp_model.ASMP, graph: dict[str, jax.Array], mix_log_mag: jax.Array):
-  """One video per mixture: masks, class and direction logits (train=False).
-
-  ``graph`` arrays have leading ``[B, 1]`` (U = 1); ``mix_log_mag [B, H, W]``.
-  """
-  sp = module.spec
-  b, h, w = mix_log_mag.shape
-  s, e = sp.num_slots, sp.embed_dim
-  emb = module.embed(graph)["embeddings"].reshape(b, s, e)
-  masks = module.separate(mix_log_mag, emb, False)  # [B, S, H, W]
-  sep = jnp.log(masks * jnp.exp(mix_log_mag)[:, None] + sp.sep_log_eps).reshape(b * s, h, w)
-  cons = module.consistency(sep, False).reshape(b, s, sp.num_classes)
-  if sp.dir_window_graphs:
-    dir_emb = module.window_embeddings(graph).reshape(b * s, sp.num_dir_windows, e)
-  else:
-    dir_emb = emb.reshape(b * s, e)
-  dirs = module.direction(sep, dir_emb, False)
-  return masks, cons, dirs.reshape(b, s, sp.num_dir_windows, sp.num_direction_classes)
-
-
 def crop_separation_fn(model: asmp_model.ASMP, normalise_mix: bool = False, num_videos: int = 1,
                        mask_override: MaskOverride | None = None):
   """Jittable ``(variables, batch) -> outputs`` for single-video crops.
@@ -122,9 +102,10 @@ def crop_separation_fn(model: asmp_model.ASMP, normalise_mix: bool = False, num_
     wav = batch["audio"].astype(jnp.float32)
     feats = audio_lib.mixture_features(wav[:, None], normalise_mix, num_videos)
     spec, mix_log_mag = feats["spec"][:, 0], feats["mix_log_mag"]  # [B, F, T], [B, 256, T]
-    graph = {k: batch[k] for k in (*asmp_model.BATCH_DTYPES, *asmp_model.WINDOW_BATCH_DTYPES)
-             if k != "mix_log_mag" and k in batch}
-    masks, cons, dirs = model.apply(variables, graph, mix_log_mag, method=_forward)
+    inputs = {k: batch[k] for k in (*asmp_model.BATCH_DTYPES, *asmp_model.WINDOW_BATCH_DTYPES)
+              if k != "mix_log_mag" and k in batch}
+    out = model.apply(variables, {**inputs, "mix_log_mag": mix_log_mag}, train=False)
+    masks, cons, dirs = out["masks"][:, 0], out["cons_logits"][:, 0], out["dir_logits"][:, 0]
     valid = batch["source_mask"][:, 0]
     masks = audio_lib.log_freq_unwarp(masks) * valid[..., None, None]
     if mask_override is not None:
