@@ -10,21 +10,23 @@ What happens to a video (the details are in docs/inference.md):
 1. **Audio** comes from ``audio`` (wav, flac, ogg, mp3, ...) or the video's own stream, at any
    sample rate, downmixed to mono, resampled to the model's 11025 Hz (soxr) and back at the end, so
    every output has the input's sample rate and length.
-2. **Frames** are decoded with PyAV one at a time and resampled to the model's frame rate (8 fps:
+2. **Frames** are decoded with PyAV in chunks and resampled to the model's frame rate (8 fps:
    ``config.data.window_frames`` frames per 1 s window, the frame nearest each 1/8 s tick) and to
-   the training frame size (``frame_size``; area interpolation, aspect ratio not kept), so memory
-   holds only the small resampled frames.
-3. **Scene graphs**, one per 1 s window, by the training preprocessing (asmp_jax.preprocess) on
-   chunks of windows, from the providers: a detections file (labels = data-set class ids), depth
-   and flow files when given; otherwise the weight-free fallbacks, with a logged WARNING:
-   motion-based box proposals (asmp_jax.graph.proposals; class "unknown"), flat depth, OpenCV DIS
-   flow. Node features use the extractor recorded in the checkpoint's config (a mismatch is
-   refused).
+   the training frame size (``frame_size``; area interpolation, aspect ratio not kept)
+   (asmp_jax.frame_reader); they are never all held.
+3. **Scene graphs**, one per 1 s window, by the training preprocessing on chunks of windows
+   (asmp_jax.scene_pipeline), from the providers: a detections file (labels = data-set class
+   ids), depth and flow files when given, or learned models (asmp_jax.vision); otherwise the
+   weight-free fallbacks, with a logged WARNING: motion-based box proposals
+   (asmp_jax.graph.proposals; class "unknown"), flat depth, OpenCV DIS flow. Node features use the
+   extractor recorded in the checkpoint's config (a mismatch is refused).
 4. **Separation**: the audio is cut into 65535-sample crops every ``hop_s`` seconds (the last crop
    flush with the end; a clip shorter than one crop is zero-padded), each crop conditioned on the
-   graph of the window it starts in. Crops go through the jitted model in fixed-size batches (one
-   compilation) and are overlap-averaged into running sums, so memory does not grow with the
-   number of crops. Slot ``k < N`` is an auditory source, the last slot the background.
+   graph of the window it starts in. Crops go through ``model.apply`` in fixed-size batches (one
+   compilation) and are overlap-averaged into running sums (asmp_jax.sliding_window). The mixture
+   is read and resampled block by block and the final samples are handed out as they are ready
+   (to a :class:`Sink`, e.g. wav files being written), so memory does not grow with the length.
+   Slot ``k < N`` is an auditory source, the last slot the background.
 5. **Predictions**: the consistency classifier's class probabilities (averaged over crops) and the
    direction classifier's per-window probabilities (each time slice is assigned to the 1 s window
    holding its centre; probabilities averaged over every crop that covers the window). With

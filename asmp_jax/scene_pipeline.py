@@ -1,10 +1,12 @@
 """Video -> per-window scene graphs: providers -> detections, depth, flow -> rectification ->
-graphs -> motion labels (the training preprocessing, asmp_jax.preprocess, applied to a video of
-any length).
+graphs -> motion labels (the training preprocessing, asmp_jax.preprocess), for the data builders
+(one clip in memory -> one training example) and for inference (a video of any length).
 
-  video = scene_pipeline.VideoFile("clip.mp4", fps=8, size=(128, 128))
+  ex = scene_pipeline.clip_example(frames, audio, provider, auditory_ids, cfg)  # data builders
+  video = scene_pipeline.VideoFile("clip.mp4", fps=8, size=(128, 128))          # inference
   graphs, used, warnings = scene_pipeline.build_scene_graphs(video, Providers(...), settings)
 
+For a video file:
 Frames are decoded twice and never all held: a first pass records which decoded frame each
 resampled frame comes from (and, without a detections file, proposes moving objects from the
 optical flow, :mod:`asmp_jax.graph.proposals`); the clip's auditory sources are then chosen over
@@ -111,6 +113,17 @@ class SceneGraphs:
   @property
   def num_windows(self) -> int:
     return int(self.window_valid.shape[0])
+
+
+def clip_example(frames: np.ndarray, audio: np.ndarray, provider: graph_providers.Provider,
+                 auditory_ids: np.ndarray, cfg: preprocess.PreprocessConfig, **kwargs
+                 ) -> dict[str, np.ndarray]:
+  """One clip of a data set -> its training example: the provider's detections, depth and flow
+  of ``frames`` (uint8 [T, H, W, 3]), then :func:`asmp_jax.preprocess.preprocess_clip` (``kwargs``
+  go to it)."""
+  return preprocess.preprocess_clip(frames, audio, provider.detections(), provider.depth(frames),
+                                    provider.flow(frames), np.asarray(auditory_ids), cfg,
+                                    **kwargs)
 
 
 # ----------------------------------------------------------------------------- provider arrays

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from asmp_jax import media, preprocess, schema
+from asmp_jax import media, preprocess, scene_pipeline, schema
 from asmp_jax.graph import motion, providers
 
 
@@ -49,8 +49,7 @@ def run(jsons, detections, rectify, flow, thresholds):
     frames, _ = media.read_video(base + ".mp4")
     wav, _ = media.load_audio(base + ".wav")
     prov = providers.SyntheticOracle(path, detections=detections, flow=flow)
-    ex = preprocess.preprocess_clip(frames, wav, prov.detections(), prov.depth(frames),
-                                    prov.flow(frames), np.asarray(auditory_ids), cfg)
+    ex = scene_pipeline.clip_example(frames, wav, prov, auditory_ids, cfg)
     truth = _truth(path, ex, auditory_ids)
     for n in (10, 28):
       est = ex[schema.direction_key(n)]

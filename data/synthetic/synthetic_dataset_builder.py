@@ -30,6 +30,7 @@ from asmp_jax import media
 from asmp_jax import preprocess
 from asmp_jax import safe_io
 from asmp_jax import schema
+from asmp_jax import scene_pipeline
 from asmp_jax.graph import features as graph_features
 from asmp_jax.graph import providers
 
@@ -150,9 +151,8 @@ def _preprocess_one(json_path: str, detections: str, flow: str, extractor: str,
     prov = providers.SyntheticOracle(json_path, detections=detections, flow=flow)
     cfg = preprocess.PreprocessConfig(window_frames=window_frames, num_windows=num_windows,
                                       feature_extractor=extractor)
-    ex = preprocess.preprocess_clip(frames, wav, prov.detections(), prov.depth(frames),
-                                    prov.flow(frames), np.asarray(auditory_ids), cfg,
-                                    clip_id=clip_id, num_samples=num_samples)
+    ex = scene_pipeline.clip_example(frames, wav, prov, auditory_ids, cfg, clip_id=clip_id,
+                                     num_samples=num_samples)
     # Ground truth of the generator, kept for measuring the preprocessing (never a model input).
     gt = safe_io.load_npz(base + ".npz", keys=("window_displacement",))
     ex["gt_window_displacement"] = _gt_source_displacement(json_path, gt, ex, auditory_ids,
