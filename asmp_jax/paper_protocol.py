@@ -55,6 +55,7 @@ from asmp_jax import evaluate
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
 from asmp_jax import schema
+from asmp_jax import sliding_window
 
 SEPARATION_PAIRS = "Onlysep_Pairlist.pickle"
 DIRECTION_PAIRS = "DirPred_PairList.pickle"
@@ -192,14 +193,14 @@ def separate_pair(fn, variables, exs, cfg, hop: int, batch_size: int
   length = min(len(r) for r in refs)
   refs = np.stack([r[:length] for r in refs])
   crop, ws = cfg.crop_samples, cfg.window_samples
-  starts = evaluate.crop_starts(length, crop, hop)
+  starts = sliding_window.crop_starts(length, crop, hop)
   last = [input_pipeline.crop_windows(int(np.sum(e["window_valid"])), cfg) - 1 for e in exs]
   elems = []
   for s in starts:
     audio = np.stack([np.pad(r[s:s + crop], (0, max(0, s + crop - length))) for r in refs])
     elems.append(_element(exs, [min(int(s) // ws, lw) for lw in last], audio, cfg))
   est = _run(fn, variables, elems, batch_size)["estimate"]
-  est = evaluate.overlap_average(est, starts, length)
+  est = sliding_window.overlap_average(est, starts, length)
   return np.clip(est * 2.0, -1.0, 1.0), refs
 
 
