@@ -93,12 +93,13 @@ def resampled_blocks(blocks: Iterator[np.ndarray], rate_in: int, rate_out: int,
     yield from blocks
     return
   stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
+  trailing = (channels,) if channels > 1 else ()
   for block in blocks:
+    trailing = block.shape[1:]
     out = stream.resample_chunk(np.ascontiguousarray(block, np.float32))
     if out.shape[0]:
       yield out
-  yield stream.resample_chunk(np.zeros((0,) + ((channels,) if channels > 1 else ()),
-                                       np.float32), last=True)
+  yield stream.resample_chunk(np.zeros((0,) + trailing, np.float32), last=True)
 
 
 def fit_length(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:

@@ -7,7 +7,9 @@ process's peak resident memory (``ru_maxrss``) and wall time. Memory that does n
 length is what the streamed separation promises (docs/inference.md).
 
   python launch.py --config=configs/synthetic_tiny.py --workdir=/tmp/asmp_tiny  # any checkpoint
-  python bench/separation_memory_bench.py --workdir=/tmp/asmp_tiny --seconds 60 600
+  python bench/separation_memory_bench.py --workdir=/tmp/asmp_tiny --seconds 60 600 3600
+
+(docs/inference.md, "Measured", gives the figures on the 2-core development VM.)
 """
 
 from __future__ import annotations

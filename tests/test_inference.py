@@ -1,5 +1,6 @@
 """asmp_jax.inference: restore anywhere, separate real files, graphs as in training, proposals."""
 import json
+import logging
 import os
 import shutil
 
@@ -274,14 +275,48 @@ def test_missing_and_mismatched_checkpoints_are_refused(trained_tiny_workdir, tm
 
 
 @pytest.mark.slow
-def test_feature_extractor_and_arguments_are_checked(trained_tiny_workdir, separator):
+def test_feature_extractor_and_arguments_are_checked(trained_tiny_workdir, separator, tmp_path):
   _, stem, _ = trained_tiny_workdir
   with pytest.raises(inference.InferenceError, match="'precomputed' requested.*'hog_color'"):
     separator.separate(stem + ".mp4", stem + ".wav", feature_extractor="precomputed")
   with pytest.raises(inference.InferenceError, match="num_sources must be in 0..2"):
     separator.separate(stem + ".mp4", stem + ".wav", num_sources=3)
+  frames, _ = media.read_video(stem + ".mp4", max_frames=8)
+  silent = str(tmp_path / "silent.mp4")
+  media.write_video(silent, frames, 8)  # pictures only
   with pytest.raises(media.MediaError, match="no audio stream in the video"):
-    separator.separate(stem + ".mp4")  # the synthetic mp4s carry no sound
+    separator.separate(silent)
   with pytest.raises(providers.ProviderError, match="depth file not found"):
     separator.separate(stem + ".mp4", stem + ".wav",
                        providers=inference.Providers(depth=stem + ".missing.npy"))
+
+
+class _ListSink:
+  """Collects what a streamed separation hands out."""
+
+  def __init__(self):
+    self.names, self.mixture, self.sources = None, [], []
+
+  def open(self, names, sample_rate):
+    self.names, self.sample_rate = names, sample_rate
+
+  def write(self, mixture, sources):
+    self.mixture.append(mixture)
+    self.sources.append(sources)
+
+
+@pytest.mark.slow
+def test_streamed_output_equals_the_whole_and_the_log_names_the_audio_file(trained_tiny_workdir,
+                                                                           separator, caplog):
+  _, stem, _ = trained_tiny_workdir
+  whole = separator.separate(stem + ".mp4", stem + ".wav", num_sources=2)
+  sink = _ListSink()
+  caplog.set_level(logging.INFO)
+  streamed = separator.separate(stem + ".mp4", stem + ".wav", num_sources=2, sink=sink)
+  assert f"audio ({stem}.wav)" in caplog.text  # the file, not "<array>"
+  assert sink.names == whole.source_names and sink.sample_rate == whole.sample_rate
+  assert len(sink.sources) > 1  # handed out in pieces
+  np.testing.assert_array_equal(np.concatenate(sink.sources, -1), whole.sources)
+  np.testing.assert_array_equal(np.concatenate(sink.mixture), whole.mixture)
+  np.testing.assert_array_equal(streamed.sources, whole.sources)  # under a minute: all kept
+  assert streamed.num_samples == whole.num_samples == whole.mixture.shape[0]

@@ -9,6 +9,8 @@ import pytest
 
 from asmp_jax import config_lib
 from asmp_jax import inference
+from asmp_jax import media
+from asmp_jax import mixture_stream
 from asmp_jax import preprocess
 from asmp_jax import scene_pipeline
 from asmp_jax import sliding_window
@@ -168,3 +170,17 @@ def test_scene_graphs_hold_one_chunk_of_frames_at_a_time():
                                                      settings)
     assert graphs.num_windows == num_windows and graphs.node_mask[:, 0].all()
     assert video.max_alive <= 1, video.max_alive
+
+
+@pytest.mark.parametrize("shape", [(30011,), (30011, 1), (30011, 3)])
+def test_streamed_resampling_equals_resampling_the_whole(shape):
+  x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
+  cuts = [0, 7, 4096, 4097, 20000, shape[0]]
+  blocks = (x[a:b] for a, b in zip(cuts[:-1], cuts[1:]))
+  channels = shape[1] if len(shape) > 1 else 1
+  got = np.concatenate(list(mixture_stream.resampled_blocks(blocks, 44100, 11025, channels)))
+  np.testing.assert_array_equal(got, media.resample(x, 44100, 11025))
+  assert len(got) == mixture_stream.resampled_length(shape[0], 44100, 11025)
+  fitted = np.concatenate(list(mixture_stream.fit_length(iter([got[:5], got[5:]]), len(got) + 3)))
+  np.testing.assert_array_equal(fitted[:len(got)], got)
+  assert not fitted[len(got):].any() and len(fitted) == len(got) + 3
