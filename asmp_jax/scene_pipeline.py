@@ -96,7 +96,8 @@ class SceneGraphs:
     source_ids: int [A'] class ids (or proposal track ids) of the detected sources, A' <= A.
     source_names: names of those classes ("unknown" for proposals).
     measured_direction: int32 [A, W] direction class measured from the flow (-1 = not measured).
-    from_proposals: the detections were motion proposals (source classes unknown).
+    from_proposals: the sources are of no class the model knows (motion proposals, or a learned
+      detector's best-scoring classes standing in).
   """
   node_features: np.ndarray
   node_mask: np.ndarray
@@ -464,7 +465,8 @@ def build_scene_graphs(video, providers: Providers | None, settings: Settings,
       node_boxes=out["node_boxes"], reference_frames=out["reference_frames"],
       source_ids=np.asarray(sources, np.int64),
       source_names=[names.get(int(c), f"class id {int(c)}") for c in sources],
-      measured_direction=out["measured"], from_proposals=providers.detections is None)
+      measured_direction=out["measured"],
+      from_proposals=providers.detections is None or "auditory_candidates" in used)
   return graphs, used, warns
 
 
