@@ -51,7 +51,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from asmp_jax import audio as audio_lib
-from asmp_jax import evaluate
 from asmp_jax import input_pipeline
 from asmp_jax import metrics as metrics_lib
 from asmp_jax import schema

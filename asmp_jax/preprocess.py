@@ -61,6 +61,11 @@ class PreprocessConfig:
   # Weight file of the feature extractor (feature_extractor="resnet18_crops": a ResNet-18 .pth).
   crop_encoder_weights: str = ""
 
+  def __post_init__(self):
+    if self.feature_extractor == graph_features.RESNET18_CROPS:
+      # The torch-based extractor (torch is optional) registers itself when its module loads.
+      from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top,unused-import
+
   @classmethod
   def from_config(cls, config) -> "PreprocessConfig":
     """From the ``graph`` and ``data`` sections of an experiment config."""

@@ -155,10 +155,10 @@ def _precomputed_dim(precomputed_dim):
   return int(precomputed_dim)
 
 
-def _resnet18_crops(frame, boxes, precomputed, weights):
-  del precomputed
-  from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top  (torch: optional)
-  return crops.crop_features(frame, boxes, weights)
+def _resnet18_crops_unloaded(frame, boxes, precomputed, weights):
+  del frame, boxes, precomputed, weights
+  raise ValueError("feature extractor 'resnet18_crops' is provided by asmp_jax.vision.crops, "
+                   "which registers it when imported (preprocess.PreprocessConfig does)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +184,8 @@ def register(name: str, extractor: Extractor) -> None:
 register(HOG_COLOR, Extractor(lambda _: HOG_COLOR_DIM,
                               lambda frame, boxes, *_: hog_color_features(frame, boxes)))
 register(PRECOMPUTED, Extractor(_precomputed_dim, _precomputed))
-register(RESNET18_CROPS, Extractor(lambda _: RESNET18_CROPS_DIM, _resnet18_crops))
+# Its feature size is known here; its torch code registers itself from asmp_jax.vision.crops.
+register(RESNET18_CROPS, Extractor(lambda _: RESNET18_CROPS_DIM, _resnet18_crops_unloaded))
 EXTRACTORS = tuple(_REGISTRY)
 
 

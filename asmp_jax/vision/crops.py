@@ -132,3 +132,9 @@ def encoder(weights: str) -> CropEncoder:
 def crop_features(frame: np.ndarray, boxes: np.ndarray, weights: str) -> np.ndarray:
   """``resnet18_crops`` features of ``boxes`` in one RGB frame (see the module docstring)."""
   return encoder(str(weights or ""))(frame, boxes)
+
+
+graph_features.register(
+    graph_features.RESNET18_CROPS,
+    graph_features.Extractor(lambda _: DIM, lambda frame, boxes, _, weights: crop_features(
+        frame, boxes, weights)))
