@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Paper ablations also: loss.lambda_dir = 0 (graph only),
   # loss.lambda_cons = lambda_cyc = lambda_ortho = 0 (direction only).
   m.graph_mode = "asmp"
+  # graph_mode="authors" only: whether a converted release holds the direction networks and the
+  # consistency classifier (asmp_jax.convert_authors sets both from the files it read).
+  m.authors_direction = True
+  m.authors_classifier = True
   # Masked BatchNorm of the node features at the graph input (standardises each feature
   # dimension over the batch's valid nodes; the running statistics serve inference).
   m.node_batch_norm = False

@@ -130,7 +130,7 @@ def load_pair_lists(folder: str | os.PathLike) -> tuple[list[Pair], list[Pair]]:
 
 def first_slot_only(model) -> bool:
   """The released networks condition each video on its first GRU step only."""
-  return getattr(model, "spec", None) is not None and model.spec.graph_mode == "authors"
+  return bool(getattr(model, "FIRST_STEP_ONLY", False))
 
 
 def separation_fn(model):

@@ -157,6 +157,7 @@ def test_released_networks_are_read_from_the_slot_of_the_first_gru_step():
   class Stub:
     def __init__(self, mode):
       self.spec = types.SimpleNamespace(graph_mode=mode)
+      self.FIRST_STEP_ONLY = mode == "authors"  # pylint: disable=invalid-name
 
     def apply(self, variables, batch, train):
       n, u, s = batch["source_mask"].shape

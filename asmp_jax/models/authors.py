@@ -78,7 +78,7 @@ Array = jax.Array
 Dtype = Any
 
 GRAPH_MODE = "authors"
-# Added by convert_authors; absent keys read as True.
+# Set by convert_authors from the files a release holds (base_config: both True).
 OPTIONAL_KEYS = ("authors_direction", "authors_classifier")
 # The public code's log floor of the separated spectrogram (test and training scripts).
 SEP_LOG_EPS = 1e-10
@@ -278,10 +278,7 @@ class AuthorsDirectionMLP(nn.Module):
 
 
 def _flag(model_config: Any, key: str) -> bool:
-  try:
-    value = model_config[key]
-  except (KeyError, AttributeError, TypeError):
-    value = getattr(model_config, key, True)
+  value = model_config[key]
   if not isinstance(value, bool):
     raise ValueError(f"config.model.{key} must be True or False, got {value!r}")
   return value
@@ -298,6 +295,8 @@ class AuthorsASMP(nn.Module):
   spec: Any
   has_direction: bool = True
   has_classifier: bool = True
+  # Each video is conditioned on its first GRU step only (the paper protocol reads that slot).
+  FIRST_STEP_ONLY = True
 
   def setup(self) -> None:
     sp = self.spec
