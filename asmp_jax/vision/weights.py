@@ -23,6 +23,7 @@ import hashlib
 import os
 from typing import Any, Callable, Mapping
 
+from asmp_jax import checksums
 from asmp_jax import safe_io
 from asmp_jax.graph import providers as graph_providers
 
@@ -31,13 +32,7 @@ class WeightsError(graph_providers.ProviderError):
   """A weight file is missing, unreadable or not of the expected architecture."""
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-  """Hex sha256 of a file's bytes."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(chunk), b""):
-      h.update(block)
-  return h.hexdigest()
+sha256_file = checksums.sha256_file
 
 
 def sha256_files(paths: list[str]) -> str:

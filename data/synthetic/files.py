@@ -8,7 +8,6 @@ bytes; :func:`write_npz` writes the same format (a zip of ``.npy`` members, read
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -18,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from asmp_jax import checksums
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -77,10 +78,4 @@ def write_json(path: str, obj: Any) -> None:
       f.write(text)
 
 
-def sha256(path: str, chunk: int = 1 << 20) -> str:
-  """Hex SHA-256 of a file's bytes."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(chunk), b""):
-      h.update(block)
-  return h.hexdigest()
+sha256 = checksums.sha256_file
