@@ -37,6 +37,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from asmp_jax import files as file_records
+
 SUMMARY_FILE = "summary.json"
 PICTURE_FILE = "separation.png"
 # Written beside the outputs: names the files a separation wrote, so that --overwrite replaces a
@@ -64,12 +66,8 @@ class _QuietLibraries:
 
 def _written_by_separate(out_dir: str) -> set[str] | None:
   """The files a previous separation wrote into ``out_dir`` (from its marker), or None."""
-  try:
-    with open(os.path.join(out_dir, MARKER_FILE), encoding="utf-8") as f:
-      marker = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if not isinstance(marker, dict) or marker.get("written_by") != MARKER_WRITER:
+  marker = file_records.read_json_object(os.path.join(out_dir, MARKER_FILE))
+  if marker is None or marker.get("written_by") != MARKER_WRITER:
     return None
   names = marker.get("files")
   if not isinstance(names, list):

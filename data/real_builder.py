@@ -27,7 +27,7 @@ from asmp_data.real_common import (  # pylint: disable=g-importing-member
     ClassMap, ManualDirError, NUM_WINDOWS, SAMPLE_RATE, SPLITS, Settings, VideoTask,
     first_existing, find_with_extension, load_class_map, process_video, read_vocabulary,
     AUDIO_EXTENSIONS, VIDEO_EXTENSIONS)
-from asmp_jax import checksums
+from asmp_jax import files as file_records
 from asmp_jax import schema
 from asmp_jax.graph import features as graph_features
 
@@ -44,7 +44,7 @@ def _map(fn, items: Sequence[Any], workers: int):
     yield from pool.imap(fn, items, chunksize=4)
 
 
-sha256_file = checksums.sha256_file
+sha256_file = file_records.sha256_file
 
 
 def example_digest(ex: Mapping[str, Any], features: tfds.features.FeaturesDict) -> str:

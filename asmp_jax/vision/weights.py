@@ -23,7 +23,7 @@ import hashlib
 import os
 from typing import Any, Callable, Mapping
 
-from asmp_jax import checksums
+from asmp_jax import files as file_records
 from asmp_jax import safe_io
 from asmp_jax.graph import providers as graph_providers
 
@@ -32,7 +32,7 @@ class WeightsError(graph_providers.ProviderError):
   """A weight file is missing, unreadable or not of the expected architecture."""
 
 
-sha256_file = checksums.sha256_file
+sha256_file = file_records.sha256_file
 
 
 def sha256_files(paths: list[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from asmp_jax import checksums
+from asmp_jax import files as file_records
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -78,4 +78,4 @@ def write_json(path: str, obj: Any) -> None:
       f.write(text)
 
 
-sha256 = checksums.sha256_file
+sha256 = file_records.sha256_file

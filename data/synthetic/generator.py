@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from asmp_jax import files as file_records
 from asmp_data.synthetic import classes
 from asmp_data.synthetic import detections as detections_lib
 from asmp_data.synthetic import files
@@ -266,12 +267,8 @@ def _existing_sidecar(paths: Mapping[str, str], clip_seed: int,
   """
   if not all(os.path.isfile(p) for p in paths.values()):
     return None
-  try:
-    with open(paths["json"], encoding="utf-8") as f:
-      sidecar = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if not isinstance(sidecar, dict) or sidecar.get("seed") != clip_seed:
+  sidecar = file_records.read_json_object(paths["json"])
+  if sidecar is None or sidecar.get("seed") != clip_seed:
     return None
   saved_cfg = sidecar.get("generator_config")
   if not isinstance(saved_cfg, dict):
