@@ -144,7 +144,7 @@ def test_paper_protocol_on_a_converted_release(tiny, tmp_path, capsys):
   assert "direction_accuracy_28" in r
   # The project's own protocol restores the converted workdir too.
   evaluate.main([f"--workdir={run}", "--split=test", "--num_pairs=1"])
-  assert "SDR model" in capsys.readouterr().out
+  assert "SDR gain over the mixture" in capsys.readouterr().out
   assert (run / "eval_test_step0.json").exists()
 
 
