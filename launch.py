@@ -15,6 +15,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from asmp_jax import console
+
 FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
@@ -26,28 +28,6 @@ _CACHE_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries:
-  """Drops INFO/DEBUG records of Orbax, grain and TFDS (they log every file operation)."""
-
-  def filter(self, record) -> bool:
-    if record.levelno >= 30:  # WARNING and above always pass
-      return True
-    return not any(f"/{lib}/" in record.pathname
-                   for lib in ("orbax", "grain", "tensorflow_datasets", "etils"))
-
-
-class _NoTpuHere:
-  """Replaces JAX's warning that the TPU backend (libtpu installed, no TPU) failed to start by
-  one line saying so."""
-
-  def filter(self, record) -> bool:
-    if str(record.msg).startswith("Unable to initialize backend") and "'tpu'" in (
-        record.getMessage()):
-      logging.info("libtpu is installed but there is no TPU here; using the other backends.")
-      return False
-    return True
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -55,7 +35,7 @@ def main(argv):
   stopping.install()  # first: SIGTERM from now on stops the run cleanly
   # Imported here so --helpfull stays fast and JAX is configured by flags first.
   import logging as py_logging  # pylint: disable=g-import-not-at-top
-  py_logging.getLogger("jax._src.xla_bridge").addFilter(_NoTpuHere())
+  py_logging.getLogger("jax._src.xla_bridge").addFilter(console.NoTpuHere())
   try:
     import jax  # pylint: disable=g-import-not-at-top
     from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
@@ -67,7 +47,7 @@ def main(argv):
     logging.warning("Stopped by SIGTERM while starting; rerun the same command to continue.")
     return
 
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(console.QuietLibraries())
   if _CACHE_DIR.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE_DIR.value)
     logging.info("JAX compilation cache: %s", _CACHE_DIR.value)

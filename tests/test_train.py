@@ -283,14 +283,14 @@ def test_a_diverging_run_saves_no_checkpoint_it_cannot_continue_from(tiny_data_d
 
 def test_the_no_tpu_warning_of_jax_becomes_one_explaining_line():
   import logging  # pylint: disable=g-import-not-at-top
-  import launch  # pylint: disable=g-import-not-at-top
+  from asmp_jax import console  # pylint: disable=g-import-not-at-top
 
   def record(platform):
     return logging.LogRecord("jax._src.xla_bridge", logging.WARNING, __file__, 1,
                              "Unable to initialize backend '%s': %s",
                              (platform, "libtpu.so: cannot open shared object file"), None)
-  assert launch._NoTpuHere().filter(record("tpu")) is False  # pylint: disable=protected-access
-  assert launch._NoTpuHere().filter(record("cuda")) is True  # pylint: disable=protected-access
+  assert console.NoTpuHere().filter(record("tpu")) is False
+  assert console.NoTpuHere().filter(record("cuda")) is True
 
 
 def test_numeric_config_values_are_checked_before_anything_runs(tmp_path):
