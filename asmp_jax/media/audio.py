@@ -13,8 +13,8 @@ import soundfile as sf
 
 from asmp_jax.media.common import _check_readable
 from asmp_jax.media.common import _ffmpeg_reason
+from asmp_jax.media.common import _first_stream
 from asmp_jax.media.common import _open_input
-from asmp_jax.media.common import _require_decoder
 from asmp_jax.media.common import _atomic_target
 from asmp_jax.media.common import _to_float32
 from asmp_jax.media.common import DEFAULT_SAMPLE_RATE
@@ -41,11 +41,7 @@ def _soundfile_blocks(path: str, block: int = 1 << 16) -> Iterator[np.ndarray]:
 def _pyav_audio_info(path: str) -> tuple[int, int | None]:
   """(sample rate, samples the header declares or None) of the first audio stream."""
   with _open_input(path) as container:
-    if not container.streams.audio:
-      kinds = ", ".join(s.type for s in container.streams) or "none"
-      raise MediaError(path, f"no audio stream in the container (streams: {kinds})")
-    stream = container.streams.audio[0]
-    _require_decoder(path, stream)
+    stream = _first_stream(path, container, "audio")
     sr = int(stream.codec_context.sample_rate or stream.rate or 0)
     if sr <= 0:
       raise MediaError(path, "audio stream has no sample rate")

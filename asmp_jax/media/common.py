@@ -124,6 +124,16 @@ def _require_decoder(path: str, stream: Any) -> None:
                      "FFmpeg build can decode")
 
 
+def _first_stream(path: str, container: Any, kind: str) -> Any:
+  """The container's first ``kind`` ("audio" | "video") stream, checked to be decodable."""
+  streams = getattr(container.streams, kind)
+  if not streams:
+    kinds = ", ".join(s.type for s in container.streams) or "none"
+    raise MediaError(path, f"no {kind} stream in the container (streams: {kinds})")
+  _require_decoder(path, streams[0])
+  return streams[0]
+
+
 def _stream_fps(stream: Any) -> float:
   rate = stream.average_rate or stream.guessed_rate or stream.base_rate
   return float(rate) if rate else 0.0

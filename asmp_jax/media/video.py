@@ -13,8 +13,8 @@ from asmp_jax.media.audio import _prepare_wav_for_writing
 from asmp_jax.media.common import _atomic_target
 from asmp_jax.media.common import _check_readable
 from asmp_jax.media.common import _ffmpeg_reason
+from asmp_jax.media.common import _first_stream
 from asmp_jax.media.common import _open_input
-from asmp_jax.media.common import _require_decoder
 from asmp_jax.media.common import _stream_fps
 from asmp_jax.media.common import MediaError
 
@@ -66,11 +66,7 @@ def read_video(path: str | os.PathLike[str],
   _check_readable(path)
   frames: list[np.ndarray] = []
   with _open_input(path) as container:
-    if not container.streams.video:
-      kinds = ", ".join(s.type for s in container.streams) or "none"
-      raise MediaError(path, f"no video stream in the container (streams: {kinds})")
-    stream = container.streams.video[0]
-    _require_decoder(path, stream)
+    stream = _first_stream(path, container, "video")
     fps = _stream_fps(stream)
     try:
       for frame in container.decode(stream):
