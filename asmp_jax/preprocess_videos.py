@@ -7,8 +7,11 @@ ASIW/AVE builders read.
 
 ``--videos`` is a directory (every .mp4/.mkv/.webm/.avi/.mov in it) or a text file listing one
 video per line (relative paths are relative to the list). Each video is decoded and sampled as the
-raw builders do (asmp_data.real_common: 8 fps, nearest earlier frame, the first 10 s, frames at the
-video's own size), and the given providers write, per video ``<id>`` (the file name's stem):
+raw builders do (asmp_data.real_common: 8 fps, nearest earlier frame, the first ``--num_windows``
+seconds, frames at the video's own size), and the given providers write, per video ``<id>`` (the
+file name's stem), each file also holding ``source_frame`` (int64 [T], the decoded frame each
+8 fps frame is) and ``source_fps`` (the video's rate), so that ``separate --detections/--depth/
+--flow`` can read them for its own frame sampling (asmp_jax.provider_files):
 
   ``OUT/detections/<id>.npz``  flat detections (asmp_jax.graph.providers): ``frame`` (index of the
                               8 fps frame), ``box`` (pixels), ``label`` (the detector's class id),
@@ -43,6 +46,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from asmp_jax import provider_files
 from asmp_jax.vision import cli as vision_cli
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -93,13 +97,15 @@ def _write_text_atomic(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def sample_frames(video: str, num_windows: int = 10) -> np.ndarray:
-  """uint8 [T, H, W, 3]: the frames the raw builders use (8 fps, nearest earlier, 10 s)."""
+def sample_frames(video: str, num_windows: int = 10) -> tuple[np.ndarray, np.ndarray, float]:
+  """The frames the raw builders use (8 fps, nearest earlier, the first ``num_windows`` s; 0:
+  the whole video): (uint8 [T, H, W, 3], the decoded frame index of each, the video's fps)."""
   from asmp_data import real_common  # pylint: disable=g-import-not-at-top
   from asmp_jax import media  # pylint: disable=g-import-not-at-top
   frames, fps = media.read_video(video)
-  return real_common.resample_frames(frames, fps, real_common.FPS,
-                                     int(num_windows * real_common.FPS))
+  index = real_common.resample_index(len(frames), fps, real_common.FPS,
+                                     int(num_windows * real_common.FPS) or None)
+  return frames[index], index, float(fps)
 
 
 def process_video(video: str, out_dir: str, learned, num_windows: int = 10) -> dict[str, Any]:
@@ -107,13 +113,16 @@ def process_video(video: str, out_dir: str, learned, num_windows: int = 10) -> d
   vid = os.path.splitext(os.path.basename(video))[0]
   kinds = [k for k, p in (("detections", learned.detector), ("depth", learned.depth),
                           ("flow", learned.flow)) if p is not None]
-  frames = sample_frames(video, num_windows)
+  frames, index, fps = sample_frames(video, num_windows)
+  # Which decoded frames these are: separate reads the files for its own frame sampling
+  # (asmp_jax.provider_files).
+  where = {provider_files.SOURCE_FRAME_KEY: index, provider_files.SOURCE_FPS_KEY: np.float64(fps)}
   entry: dict[str, Any] = {"video": os.path.abspath(video), "status": "done",
                            "frames": int(len(frames)), "size": list(frames.shape[1:3])}
   arrays = {}
   if learned.detector is not None:
     dets = learned.detector.detect(frames, vid)
-    arrays["detections"] = {"frame": dets.frame, "box": dets.box, "label": dets.label,
+    arrays["detections"] = {**where, "frame": dets.frame, "box": dets.box, "label": dets.label,
                             "score": dets.score, "feature": dets.feature,
                             "detector_classes": np.asarray(learned.detector.class_names)}
     entry["detections"] = int(len(dets))
@@ -123,9 +132,9 @@ def process_video(video: str, out_dir: str, learned, num_windows: int = 10) -> d
                       "the raw builders skip the video as no_auditory_object)", video,
                       learned.detector.score_threshold)
   if learned.depth is not None:
-    arrays["depth"] = {"depth": learned.depth.depth(frames, vid).astype(np.float16)}
+    arrays["depth"] = {**where, "depth": learned.depth.depth(frames, vid).astype(np.float16)}
   if learned.flow is not None:
-    arrays["flow"] = {"flow": learned.flow.flow(frames, vid).astype(np.float16)}
+    arrays["flow"] = {**where, "flow": learned.flow.flow(frames, vid).astype(np.float16)}
   for kind, path in _outputs(out_dir, vid, kinds).items():
     _save_atomic(path, **arrays[kind])
   return entry
@@ -151,12 +160,13 @@ def _vocabulary(learned, label_map: str) -> list[str] | None:
                                  None if label_map == "none" else label_map, names_of)
 
 
-def run(videos: str, out_dir: str, *, detector_weights: str | None = None,
+def run(videos: str | Sequence[str], out_dir: str, *, detector_weights: str | None = None,
         depth_weights: str | None = None, flow_weights: str | None = None,
         detector_score_threshold: float = 0.5, detector_min_size: int = 800,
         label_map: str = "none", num_windows: int = 10, learned=None) -> dict[str, Any]:
-  """The command (module docstring); returns the report. ``learned``: already loaded
-  :class:`asmp_jax.vision.VisionProviders` (instead of the weight paths)."""
+  """The command (module docstring); returns the report. ``videos``: ``--videos``, or the list
+  of video paths itself; ``learned``: already loaded :class:`asmp_jax.vision.VisionProviders`
+  (instead of the weight paths)."""
   from asmp_jax import media  # pylint: disable=g-import-not-at-top
   from asmp_jax import vision  # pylint: disable=g-import-not-at-top
   if label_map not in LABEL_MAPS:
@@ -168,7 +178,7 @@ def run(videos: str, out_dir: str, *, detector_weights: str | None = None,
                                           detector_min_size=detector_min_size)
   if not learned:
     raise UsageError("give at least one of --detector_weights, --depth_weights, --flow_weights")
-  paths = list_videos(videos)
+  paths = list_videos(videos) if isinstance(videos, str) else [os.fspath(v) for v in videos]
   if not paths:
     raise UsageError(f"--videos {videos}: no video ({'/'.join(VIDEO_EXTENSIONS)}) found")
   stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
@@ -218,7 +228,8 @@ def define_flags() -> None:
   vision_cli.define_flags()
   flags.DEFINE_enum("label_map", "none", list(LABEL_MAPS), "Data set whose object names are "
                     "added to detector_classes.txt (COCO -> data set map, asmp_jax.vision.labels).")
-  flags.DEFINE_integer("num_windows", 10, "Seconds (1 s windows) of each video to process.")
+  flags.DEFINE_integer("num_windows", 10, "Seconds (1 s windows) of each video to process "
+                       "(0: the whole video, held in memory).")
 
 
 def main(argv) -> int:

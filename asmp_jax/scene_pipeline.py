@@ -12,7 +12,8 @@ resampled frame comes from (and, without a detections file, proposes moving obje
 optical flow, :mod:`asmp_jax.graph.proposals`); the clip's auditory sources are then chosen over
 the whole clip, as the training preprocessing does; a second pass preprocesses the windows in
 chunks of ``chunk_windows``. Detections, depth and flow describe the video's *decoded* frames
-(its own rate and pixel size); they are mapped to the resampled frames here.
+(its own rate and pixel size), or the frames a sampling kept (files of asmp_jax.preprocess_videos);
+asmp_jax.provider_files maps them to the resampled frames.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ import logging
 import os
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from asmp_jax import frame_reader
 from asmp_jax import preprocess
-from asmp_jax import safe_io
+from asmp_jax import provider_files
 from asmp_jax import schema
 from asmp_jax.graph import build as graph_build
-from asmp_jax.graph import motion as graph_motion
 from asmp_jax.graph import proposals as graph_proposals
 from asmp_jax.graph import providers as graph_providers
 
@@ -48,7 +47,9 @@ class Providers:
   Attributes:
     detections: a detections file (.h5/.npz, formats in asmp_jax.graph.providers) or
       :class:`~asmp_jax.graph.providers.Detections`; labels are class ids of the data set
-      (``dataset_meta.json``). None: motion-based proposals.
+      (``dataset_meta.json``), or, in a file that holds ``detector_classes`` (those of
+      ``python -m asmp_jax.preprocess_videos``), the detector's, mapped as a learned detector's
+      are. None: motion-based proposals.
     depth: a depth file (.npy, or .npz with key ``depth``) or float [T0, H0, W0]. None: flat depth.
     flow: a flow file (.npy, or .npz with key ``flow``) or float [T0, H0, W0, 2], forward flow
       t -> t+1 in pixels. None: OpenCV DIS flow on the resampled frames.
@@ -127,79 +128,6 @@ def clip_example(frames: np.ndarray, audio: np.ndarray, provider: graph_provider
                                     **kwargs)
 
 
-# ----------------------------------------------------------------------------- provider arrays
-
-
-def load_array(value, key: str) -> np.ndarray | None:
-  """A provider array from a path (.npy / .npz[key], memory-mapped for .npy) or an array."""
-  if value is None or isinstance(value, np.ndarray) or graph_providers.is_frame_model(value):
-    return value
-  path = os.fspath(value)
-  if not os.path.exists(path):
-    raise graph_providers.ProviderError(f"{path}: {key} file not found")
-  try:
-    arr = safe_io.np_load(path, mmap_mode="r" if path.endswith(".npy") else None)
-  except safe_io.SafeLoadError as e:
-    raise graph_providers.ProviderError(f"{path}: not a readable .npy/.npz {key} file "
-                                        f"({e.reason})") from e
-  if isinstance(arr, dict):
-    if key not in arr:
-      raise graph_providers.ProviderError(f"{path}: expected an array named {key!r}, found "
-                                          f"{sorted(arr.keys())}")
-    arr = arr[key]
-  return arr
-
-
-def check_source_array(arr: np.ndarray, name: str, num_frames: int, size: tuple[int, int],
-                       trailing: tuple[int, ...]) -> None:
-  want = (size[0], size[1]) + trailing
-  if arr.ndim != 3 + len(trailing) or tuple(arr.shape[1:]) != want or arr.shape[0] < num_frames:
-    raise graph_providers.ProviderError(
-        f"{name}: expected [T >= {num_frames}, {', '.join(map(str, want))}] for the decoded "
-        f"frames, got {tuple(arr.shape)}")
-
-
-def map_detections(dets: graph_providers.Detections, video) -> graph_providers.Detections:
-  """Detections of decoded frames -> detections of the resampled frames (boxes rescaled)."""
-  new_index = np.full(int(max(dets.frame.max(initial=-1), video.source_index.max())) + 1, -1)
-  new_index[video.source_index] = np.arange(len(video.source_index))
-  keep = (dets.frame >= 0) & (dets.frame < len(new_index))
-  keep[keep] &= new_index[dets.frame[keep]] >= 0
-  out = dets.select(np.flatnonzero(keep))
-  h0, w0 = video.source_size
-  h, w = video.size
-  scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
-  return graph_providers.Detections(new_index[out.frame], out.box * scale, out.label, out.score,
-                                    out.feature, out.track)
-
-
-def resample_depth(depth: np.ndarray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W] depth of the resampled frames ``frames`` (indices)."""
-  h, w = video.size
-  out = [cv2.resize(np.asarray(depth[video.source_index[k]], np.float32), (w, h),
-                    interpolation=cv2.INTER_LINEAR) for k in frames]
-  return np.stack(out)
-
-
-def resample_flow(flow: np.ndarray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W, 2] flow between consecutive resampled frames.
-
-  Decoded-frame flows between the two source frames are chained (graph.motion.compose_flow),
-  then resized and their vectors rescaled to the new pixel size.
-  """
-  h, w = video.size
-  h0, w0 = video.source_size
-  scale = np.array([w / w0, h / h0], np.float32)
-  src = video.source_index
-  out = np.zeros((len(frames), h, w, 2), np.float32)
-  for j, k in enumerate(frames):
-    if k + 1 >= len(src) or src[k + 1] <= src[k]:
-      continue
-    chained = graph_motion.compose_flow(np.asarray(flow[src[k]:src[k + 1]], np.float32))
-    out[j] = cv2.resize(chained, (w, h), interpolation=cv2.INTER_LINEAR) * scale
-  return out
-
-
 # ----------------------------------------------------------------------------- detections
 
 
@@ -210,7 +138,7 @@ def _chunk_flow(frames: np.ndarray, lookahead: np.ndarray | None, k0: int, flow_
   if graph_providers.is_frame_model(flow_src):
     return flow_src.flow(ext)[:len(frames)]
   if flow_src is not None:
-    return resample_flow(flow_src, video, np.arange(k0, k0 + len(frames)))
+    return provider_files.resample_flow(flow_src, video, np.arange(k0, k0 + len(frames)))
   return graph_providers.opencv_flow(ext)[:len(frames)]
 
 
@@ -271,18 +199,32 @@ def clip_detections(video, providers: Providers, settings: Settings, flow_src):
     return separation.learned_detections(
         _VideoDetector(providers.detections, video, step), None, list(settings.class_names),
         np.asarray(ids if ids is not None else np.zeros(0), np.int32))
+  extras: dict[str, np.ndarray] = {}
   if isinstance(providers.detections, graph_providers.Detections):
     raw, used = providers.detections, "given"
   else:
-    raw = graph_providers.load_detections(os.fspath(providers.detections))
-    used = f"file {os.fspath(providers.detections)}"
+    path = os.fspath(providers.detections)
+    raw, used = graph_providers.load_detections(path), f"file {path}"
+    extras = provider_files.read_extras(path)
+  video.scan()
+  if provider_files.SOURCE_FRAME_KEY in extras:  # written by asmp_jax.preprocess_videos
+    provider_files.check(extras[provider_files.SOURCE_FRAME_KEY], video, path, "detections")
+    dets = provider_files.map_sampled_detections(raw, extras[provider_files.SOURCE_FRAME_KEY],
+                                                video)
+  else:
+    dets = provider_files.map_detections(raw, video)
+  if "detector_classes" in extras:  # labels are the detector's classes: map them as a learned
+    from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top  # detector's
+    ids = settings.auditory_ids
+    return separation.mapped_detections(
+        dets, [str(n) for n in extras["detector_classes"]], list(settings.class_names),
+        np.asarray(ids if ids is not None else np.zeros(0), np.int32), {"detections": used},
+        f"{path}: no detection in the file: the graphs hold the background node only")
   if settings.auditory_ids is None:
     raise graph_providers.ProviderError(
         "the workdir has no dataset_meta.json (and the data set is not on this machine), so "
         "detection labels cannot be mapped to auditory classes; retrain or copy "
         "dataset_meta.json into the workdir")
-  video.scan()
-  dets = map_detections(raw, video)
   all_names = settings.class_names
   names = {int(i): (all_names[i] if 0 <= i < len(all_names) else f"class id {i}")
            for i in np.unique(dets.label)}
@@ -421,16 +363,19 @@ def build_scene_graphs(video, providers: Providers | None, settings: Settings,
     media.MediaError: the video cannot be decoded.
   """
   providers = providers or Providers()
-  depth_src = load_array(providers.depth, "depth")
-  flow_src = load_array(providers.flow, "flow")
+  depth_src = provider_files.load_array(providers.depth, "depth")
+  flow_src = provider_files.load_array(providers.flow, "flow")
   checks = [(arr, name, trailing) for arr, name, trailing in
             ((depth_src, "depth", ()), (flow_src, "flow", (2,)))
             if arr is not None and not graph_providers.is_frame_model(arr)]
   if checks:
     video.scan()
     for arr, name, trailing in checks:
-      check_source_array(arr, name, int(video.source_index.max()) + 1, video.source_size,
-                         trailing)
+      if isinstance(arr, provider_files.SampledArray):
+        provider_files.check_array(arr, video, name, trailing)
+      else:
+        provider_files.check_source_array(arr, name, int(video.source_index.max()) + 1,
+                                          video.source_size, trailing)
   dets, auditory_ids, names, used, warns = clip_detections(video, providers, settings, flow_src)
   _provider_notes(providers, depth_src, flow_src, measure_motion, used, warns,
                   settings.preprocess.feature_extractor)
@@ -480,8 +425,8 @@ def _graph_chunks(video, dets, sources, auditory_ids, depth_src, flow_src, setti
     if graph_providers.is_frame_model(depth_src):
       depth = depth_src.depth(frames)
     else:
-      depth = (resample_depth(depth_src, video, np.arange(k0, k1)) if depth_src is not None
-               else graph_providers.flat_depth(frames))
+      depth = (provider_files.resample_depth(depth_src, video, np.arange(k0, k1))
+               if depth_src is not None else graph_providers.flat_depth(frames))
     flow = _chunk_flow(frames, nxt, k0, flow_src, video) if measure_motion else None
     yield k0 // l, graph_chunk(frames, dets, k0, sources, auditory_ids, depth, flow, settings)
     logging.info("scene graphs: windows %d-%d of %d", k0 // l + 1, -(-k1 // l), num_windows)

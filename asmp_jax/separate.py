@@ -273,10 +273,13 @@ def define_flags() -> None:
   flags.DEFINE_string("video", None, "Video file (mp4, mkv, webm, avi, mov...).")
   flags.DEFINE_string("audio", None, "Audio file for the mixture (wav, flac, ogg, mp3...); "
                       "default: the video's own audio stream.")
-  flags.DEFINE_string("detections", None, "Detections file (.h5/.npz); default: motion-based box "
+  flags.DEFINE_string("detections", None, "Detections file (.h5/.npz, e.g. one written by "
+                      "python -m asmp_jax.preprocess_videos); default: motion-based box "
                       "proposals.")
-  flags.DEFINE_string("depth", None, "Depth file (.npy/.npz); default: flat depth.")
-  flags.DEFINE_string("flow", None, "Optical-flow file (.npy/.npz); default: OpenCV DIS.")
+  flags.DEFINE_string("depth", None, "Depth file (.npy/.npz, e.g. preprocess_videos'); default: "
+                      "flat depth.")
+  flags.DEFINE_string("flow", None, "Optical-flow file (.npy/.npz, e.g. preprocess_videos'); "
+                      "default: OpenCV DIS.")
   from asmp_jax.vision import cli as vision_cli  # pylint: disable=g-import-not-at-top
   vision_cli.define_flags()  # --detector_weights, --depth_weights, --flow_weights, ...
   flags.DEFINE_string("out_dir", None, "Output directory (created; must not exist or be empty "

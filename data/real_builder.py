@@ -33,6 +33,9 @@ from asmp_jax.graph import features as graph_features
 
 WORKERS_ENV = "ASMP_DATA_WORKERS"
 CROP_WEIGHTS_ENV = "ASMP_CROP_ENCODER_WEIGHTS"
+# raw_learned: the learned providers' weights (asmp_jax.preprocess_videos' --*_weights).
+VISION_WEIGHTS_ENV = {"detector": "ASMP_DETECTOR_WEIGHTS", "depth": "ASMP_DEPTH_WEIGHTS",
+                      "flow": "ASMP_FLOW_WEIGHTS"}
 
 
 def _map(fn, items: Sequence[Any], workers: int):
@@ -108,6 +111,13 @@ class RealConfig(tfds.core.BuilderConfig):
     released_thresholds: no-motion thresholds for the released displacements.
     released_rbf_mode: edge weights from the released distances ("paper", "public",
       "public_code"; see avsgs_format.released_edge_weights).
+    learned_vision: raw source only: before the build, run the learned providers over the listed
+      videos (python -m asmp_jax.preprocess_videos, resumable) and write their detections/,
+      depth/, flow/ files and detector_classes.txt into the manual directory, where the build
+      reads them.
+    detector_weights / depth_weights / flow_weights: learned_vision's weight files ("" =
+      $ASMP_DETECTOR_WEIGHTS / $ASMP_DEPTH_WEIGHTS / $ASMP_FLOW_WEIGHTS; at least one needed).
+    detector_score_threshold: learned_vision's detector score threshold.
     max_videos: use at most this many listed videos per split (0 = all).
     workers: worker processes (0 = $ASMP_DATA_WORKERS if set, else 1 for released files and all
       CPUs for raw videos).
@@ -120,6 +130,11 @@ class RealConfig(tfds.core.BuilderConfig):
   background_feature: str = "zeros"
   released_thresholds: tuple[float, float, float] = fmt.PUBLIC_CODE_THRESHOLDS
   released_rbf_mode: str = "paper"
+  learned_vision: bool = False
+  detector_weights: str = ""
+  depth_weights: str = ""
+  flow_weights: str = ""
+  detector_score_threshold: float = 0.5
   max_videos: int = 0
   workers: int = 0
 
@@ -130,6 +145,12 @@ class RealConfig(tfds.core.BuilderConfig):
                     graph=self.graph, background_feature=self.background_feature,
                     released_thresholds=tuple(self.released_thresholds),
                     released_rbf_mode=self.released_rbf_mode)
+
+  def vision_weights(self) -> dict[str, str | None]:
+    """learned_vision's weight paths by provider (None where neither config nor env gives one)."""
+    given = {"detector": self.detector_weights, "depth": self.depth_weights,
+             "flow": self.flow_weights}
+    return {k: (v or os.environ.get(VISION_WEIGHTS_ENV[k], "")) or None for k, v in given.items()}
 
 
 DEFAULT_CONFIGS = (
@@ -142,6 +163,10 @@ DEFAULT_CONFIGS = (
                feature_dim=graph_features.RESNET18_CROPS_DIM,
                description="As 'raw', node features from a ResNet-18 on each object's crop "
                "(Co-Separation's; weights: $ASMP_CROP_ENCODER_WEIGHTS)."),
+    RealConfig(name="raw_learned", source="raw", graph="own", learned_vision=True,
+               description="As 'raw', with the detection, depth and flow files written first by "
+               "the learned providers (python -m asmp_jax.preprocess_videos; weights: "
+               "$ASMP_DETECTOR_WEIGHTS, $ASMP_DEPTH_WEIGHTS, $ASMP_FLOW_WEIGHTS)."),
 )
 
 
@@ -153,6 +178,7 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   BUILDER_CONFIGS = list(DEFAULT_CONFIGS)
   DEFAULT_CONFIG_NAME = "released"
   CLASS_MAP: str = ""  # path of the class-map TSV
+  LABEL_MAP: str = "none"  # COCO -> class names map of asmp_jax.vision.labels (raw_learned)
   PAPER_SPLIT_SIZES: dict[str, int] = {}
   DATA_ROOT_NAMES: tuple[str, ...] = ()  # sub-folders of the manual dir that may hold the data
 
@@ -265,8 +291,36 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       from asmp_jax.vision import crops  # pylint: disable=g-import-not-at-top  (torch: optional)
       crops.encoder(self.builder_config.settings().crop_encoder_weights)  # refuses a bad file now
     videos = self.list_videos(manual)
+    if self.builder_config.learned_vision:
+      self.run_learned_vision(root, manual, videos)
     return {split: self._generate_examples(root, manual, split, videos[split])
             for split in SPLITS}
+
+  def run_learned_vision(self, root: str, manual: str,
+                         videos: Mapping[str, Sequence[tuple[str, tuple[str, ...]]]]) -> None:
+    """learned_vision: the providers' files of every listed video, written into ``root``
+    (resumable: videos already done are skipped)."""
+    cfg = self.builder_config
+    weights = cfg.vision_weights()
+    if not any(weights.values()):
+      raise ManualDirError(
+          f"{self.name}/{cfg.name}: no weights for the learned providers; set "
+          f"{', '.join(VISION_WEIGHTS_ENV.values())} (docs/inference.md, 'Your own video with "
+          "learned vision')")
+    paths = []
+    for split in SPLITS:
+      for vid, _ in videos[split][:cfg.max_videos or None]:
+        video = self.video_files(root, manual, vid, split).get("video")
+        if video and video not in paths:
+          paths.append(video)
+    if not paths:
+      raise ManualDirError(f"{manual}: no listed video found under "
+                           f"{', '.join(d + '/' for d in self.raw_video_dirs())}")
+    from asmp_jax import preprocess_videos  # pylint: disable=g-import-not-at-top  (torch)
+    preprocess_videos.run(paths, root, detector_weights=weights["detector"],
+                          depth_weights=weights["depth"], flow_weights=weights["flow"],
+                          detector_score_threshold=cfg.detector_score_threshold,
+                          label_map=self.LABEL_MAP, num_windows=NUM_WINDOWS)
 
   def tasks(self, root: str, manual: str, split: str,
             videos: Sequence[tuple[str, tuple[str, ...]]]) -> list[VideoTask]:

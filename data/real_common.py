@@ -153,19 +153,23 @@ def find_with_extension(directory: str, stem: str, extensions: Sequence[str]) ->
   return first_existing(os.path.join(directory, stem + e) for e in extensions)
 
 
+def resample_index(num_frames: int, fps: float, target_fps: float = FPS,
+                   max_frames: int | None = None) -> np.ndarray:
+  """int64 [T']: the input frame shown at each time ``k / target_fps`` (nearest earlier)."""
+  if fps <= 0:
+    raise ValueError(f"fps must be positive, got {fps}")
+  n = int(np.floor(num_frames * target_fps / fps + 1e-6))
+  if max_frames is not None:
+    n = min(n, max_frames)
+  return np.minimum(np.floor(np.arange(max(n, 1)) * fps / target_fps + 1e-6).astype(np.int64),
+                    num_frames - 1)
+
+
 def resample_frames(frames: np.ndarray, fps: float, target_fps: float = FPS,
                     max_frames: int | None = None) -> np.ndarray:
   """Nearest-earlier frames at ``target_fps``: frame k of the output is the input frame shown at
   time ``k / target_fps``. uint8 [T, H, W, 3] -> [T', H, W, 3]."""
-  if fps <= 0:
-    raise ValueError(f"fps must be positive, got {fps}")
-  t = len(frames)
-  n = int(np.floor(t * target_fps / fps + 1e-6))
-  if max_frames is not None:
-    n = min(n, max_frames)
-  idx = np.minimum(np.floor(np.arange(max(n, 1)) * fps / target_fps + 1e-6).astype(np.int64),
-                   t - 1)
-  return np.asarray(frames)[idx]
+  return np.asarray(frames)[resample_index(len(frames), fps, target_fps, max_frames)]
 
 
 def read_frame_images(directory: str, max_frames: int) -> np.ndarray | None:

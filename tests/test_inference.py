@@ -11,7 +11,7 @@ import pytest
 
 from asmp_jax import inference
 from asmp_jax import media
-from asmp_jax import scene_pipeline
+from asmp_jax import provider_files
 from asmp_jax.graph import proposals
 from asmp_jax.graph import providers
 
@@ -95,12 +95,12 @@ def test_provider_files_are_mapped_to_resampled_frames(tmp_path):
   video = inference.read_frames(path, 8, (24, 32))  # half the size
   dets = providers.Detections(frame=[3, 4, 6], box=[[8, 8, 16, 24]] * 3, label=[1, 1, 2],
                               score=[1, 1, 1])
-  mapped = scene_pipeline.map_detections(dets, video)
+  mapped = provider_files.map_detections(dets, video)
   np.testing.assert_array_equal(mapped.frame, [1, 2])  # frame 4 is not a resampled frame
   np.testing.assert_allclose(mapped.box, [[4, 4, 8, 12]] * 2)
   flow = np.zeros((24, 48, 64, 2), np.float32)
   flow[..., 0] = 1.0  # 1 px/frame to the right on the decoded frames
-  resampled = scene_pipeline.resample_flow(flow, video, np.arange(8))
+  resampled = provider_files.resample_flow(flow, video, np.arange(8))
   # 3 decoded frames per resampled frame, at half the width: 1.5 px (last frame: no successor).
   np.testing.assert_allclose(resampled[:7, ..., 0], 1.5, atol=1e-5)
   np.testing.assert_allclose(resampled[7], 0.0)

@@ -454,6 +454,40 @@ def _prepare_error(builder_module, manual_dir, tmp_path, config="released"):
   return str(info.value)
 
 
+def test_raw_learned_runs_the_learned_providers_over_the_listed_videos(tmp_path, monkeypatch):
+  """raw_learned: preprocess_videos over every listed video that exists, into the manual
+  directory, with the data set's label map; no weights -> one error before anything runs."""
+  from asmp_data.ave import ave_dataset_builder  # pylint: disable=g-import-not-at-top
+  from asmp_jax import preprocess_videos  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "manual")
+  os.makedirs(os.path.join(root, "AVE"))
+  for name, rows in AVE_ROWS.items():
+    with open(os.path.join(root, name), "w") as f:
+      f.write("Category&VideoID&Quality&StartTime&EndTime\n")
+      f.writelines(f"{c}&{v}&good&0&10\n" for c, v in rows)
+  listed = [v for rows in AVE_ROWS.values() for _, v in rows]
+  for vid in listed[:3]:
+    open(os.path.join(root, "AVE", vid + ".mp4"), "wb").close()
+  builder = ave_dataset_builder.Builder(data_dir=str(tmp_path / "tfds"), config="raw_learned")
+  calls = []
+  monkeypatch.setattr(preprocess_videos, "run", lambda videos, out, **kw: calls.append(
+      (list(videos), out, kw)))
+  for env in real_builder.VISION_WEIGHTS_ENV.values():
+    monkeypatch.delenv(env, raising=False)
+  with pytest.raises(real_builder.ManualDirError, match="ASMP_DETECTOR_WEIGHTS"):
+    builder.run_learned_vision(root, root, builder.list_videos(root))
+  assert not calls
+  monkeypatch.setenv("ASMP_DETECTOR_WEIGHTS", "/w/frcnn.pth")
+  monkeypatch.setenv("ASMP_FLOW_WEIGHTS", "/w/raft.pth")
+  builder.run_learned_vision(root, root, builder.list_videos(root))
+  (videos, out, kw), = calls
+  used = {s for rows in builder.list_videos(root).values() for s, _ in rows}
+  assert sorted(os.path.basename(v)[:-4] for v in videos) == sorted(used & set(listed[:3]))
+  assert out == root and kw["label_map"] == "ave" and kw["num_windows"] == 10
+  assert (kw["detector_weights"], kw["depth_weights"], kw["flow_weights"]) == (
+      "/w/frcnn.pth", None, "/w/raft.pth")
+
+
 def test_missing_manual_dir_and_split_list(tmp_path):
   from asmp_data.asiw import asiw_dataset_builder as asiw  # pylint: disable=g-import-not-at-top
   msg = _prepare_error(asiw, tmp_path / "nowhere", tmp_path)

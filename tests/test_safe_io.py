@@ -182,14 +182,14 @@ def test_no_module_deserialises_outside_safe_io():
 
 def test_provider_file_readers_refuse_object_arrays_naming_the_file(tmp_path):
   """Depth/flow/detection files given to separate or the builders: nothing runs, one line."""
-  from asmp_jax import scene_pipeline  # pylint: disable=g-import-not-at-top
+  from asmp_jax import provider_files  # pylint: disable=g-import-not-at-top
   from asmp_jax.graph import providers  # pylint: disable=g-import-not-at-top
   marker = tmp_path / "ran"
   npy = hostile.hostile_npy(tmp_path / "depth.npy", marker)
   depth_npz = str(tmp_path / "depth.npz")
   np.savez(depth_npz, depth=np.array([hostile.WritesMarker(marker)], dtype=object))
   dets = hostile.hostile_npz(tmp_path / "dets.npz", marker)
-  separate_reads = scene_pipeline.load_array
+  separate_reads = provider_files.load_array
   builder_reads = providers._load_array  # pylint: disable=protected-access
   readers = [(lambda: separate_reads(npy, "depth"), npy),
              (lambda: separate_reads(depth_npz, "depth"), depth_npz),

@@ -103,6 +103,52 @@ def test_preprocess_videos_writes_the_builders_files_resumably(weights, tmp_path
   assert os.path.getmtime(out / "depth" / "clipA.npz") == mtime
 
 
+
+@pytest.mark.slow
+def test_separate_reads_the_files_preprocess_videos_writes(weights, tmp_path):
+  """The 8 fps files of preprocess_videos feed separate (its own frame sampling); files that stop
+  before the video does are refused in one line naming the --num_windows that covers it."""
+  vids = tmp_path / "videos"
+  vids.mkdir()
+  video = make_video(str(vids / "clip.mp4"))  # 1.5 s
+  run = str(tmp_path / "run")
+  shutil.copytree(RUN, run)
+
+  def separate(root, out):
+    return _cli("asmp_jax.separate", f"--workdir={run}", f"--video={video}", f"--out_dir={out}",
+                f"--detections={root}/detections/clip.npz", f"--depth={root}/depth/clip.npz",
+                f"--flow={root}/flow/clip.npz")
+
+  short = tmp_path / "short"
+  proc = _cli("asmp_jax.preprocess_videos", f"--videos={vids}", f"--out_dir={short}",
+              "--num_windows=1", *_weight_flags(weights))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = separate(short, tmp_path / "out_short")
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "clip.npz" in last and "--num_windows=2" in last, last
+  assert not (tmp_path / "out_short").exists()
+  whole = tmp_path / "whole"
+  proc = _cli("asmp_jax.preprocess_videos", f"--videos={vids}", f"--out_dir={whole}",
+              "--num_windows=0", *_weight_flags(weights))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with np.load(whole / "depth" / "clip.npz") as f:
+    assert len(f["source_frame"]) == len(f["depth"]) == 12  # 8 fps of 1.5 s
+    assert float(f["source_fps"]) == 24.0
+  out = tmp_path / "out"
+  proc = separate(whole, out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["providers"]["detections"] == f"file {whole}/detections/clip.npz"
+  assert summary["providers"]["depth"] == "file" and summary["providers"]["flow"] == "file"
+  assert summary["detected_objects"]  # random-init detections at threshold 0, mapped by name
+  with open(os.path.join(RUN, "dataset_meta.json")) as f:
+    meta = json.load(f)
+  known = set(meta["auditory_classes"] + meta["context_classes"])
+  assert all(o["name"] in known or o["name"].startswith("detector: ")
+             for o in summary["detected_objects"])
+  assert {"background.wav", "summary.json"} <= set(os.listdir(out))
+
 def test_bad_weight_files_fail_in_one_line_before_any_video_is_read(weights, tmp_path):
   bad = tmp_path / "bad.pth"
   bad.write_bytes(b"\x00" * 64)

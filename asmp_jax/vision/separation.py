@@ -37,19 +37,36 @@ def learned_detections(detector, frames: np.ndarray, dataset_names: list[str],
 
   Returns:
     (detections with checkpoint class ids, auditory ids to use, names by id, provider record(s)
-    for the summary, warnings). When no detection has an auditory class, the ``max_candidates``
-    unmapped detector classes with the largest summed score become the auditory candidates (named
-    "detector: <label>"; the record then holds ``auditory_candidates``); when the detector finds
-    nothing at all, the warning says so and the graphs hold the background node only.
+    for the summary, warnings): see :func:`mapped_detections`.
   """
-  raw = detector.detect(frames, label)
-  dets, names = labels_lib.relabel(raw, detector.class_names, dataset_names)
-  used: dict[str, Any] = {"detections": detector.record()}
+  empty = (f"the detector {detector.name} found no object above score "
+           f"{detector.score_threshold:g} in any frame: the graphs hold the background node "
+           "only (lower --detector_score_threshold to keep weaker detections)")
+  return mapped_detections(detector.detect(frames, label), list(detector.class_names),
+                           dataset_names, auditory_ids, {"detections": detector.record()},
+                           empty, max_candidates)
+
+
+def mapped_detections(raw: graph_providers.Detections, detector_names: list[str],
+                      dataset_names: list[str], auditory_ids: np.ndarray,
+                      used: dict[str, Any], empty_warning: str,
+                      max_candidates: int = MAX_UNKNOWN_CANDIDATES
+                      ) -> tuple[graph_providers.Detections, np.ndarray, dict[int, str],
+                                 dict[str, Any], list[str]]:
+  """A detector's detections (its class ids) mapped to the checkpoint's classes.
+
+  Returns:
+    (detections with checkpoint class ids, auditory ids to use, names by id, ``used`` (the
+    provider record(s) for the summary), warnings). When no detection has an auditory class, the
+    ``max_candidates`` unmapped detector classes with the largest summed score become the
+    auditory candidates (named "detector: <label>"; ``used`` then holds
+    ``auditory_candidates``); when there is no detection at all, the warning is
+    ``empty_warning`` and the graphs hold the background node only.
+  """
+  dets, names = labels_lib.relabel(raw, detector_names, dataset_names)
   warns: list[str] = []
   if not len(dets):
-    warns.append(f"the detector {detector.name} found no object above score "
-                 f"{detector.score_threshold:g} in any frame: the graphs hold the background node "
-                 "only (lower --detector_score_threshold to keep weaker detections)")
+    warns.append(empty_warning)
     return dets, np.asarray(auditory_ids, np.int32), names, used, warns
   unknown = np.unique(dets.label[dets.label >= len(dataset_names)])
   if not np.isin(dets.label, auditory_ids).any() and len(unknown):

@@ -50,6 +50,7 @@ class Builder(real_builder.RealBuilder):
   """ASIW: per-window scene graphs, motion labels and audio of 10 s in-the-wild videos."""
 
   name = "asmp_asiw"
+  LABEL_MAP = "asiw"  # preprocess_videos --label_map (raw_learned)
   CLASS_MAP = os.path.join(_HERE, "classes.tsv")
   PAPER_SPLIT_SIZES = {"train": 10540, "validation": 147, "test": 322}
   DATA_ROOT_NAMES = ("Audiocaps_Dataset",)

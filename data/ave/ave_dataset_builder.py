@@ -45,6 +45,7 @@ class Builder(real_builder.RealBuilder):
   """AVE (18 classes): per-window scene graphs, motion labels and audio of 10 s event videos."""
 
   name = "asmp_ave"
+  LABEL_MAP = "ave"  # preprocess_videos --label_map (raw_learned)
   CLASS_MAP = os.path.join(_HERE, "classes.tsv")
   PAPER_SPLIT_SIZES = {"train": 2211, "validation": 257, "test": 261}
   DATA_ROOT_NAMES = ("AVE_Dataset", "AVE")
