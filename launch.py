@@ -7,7 +7,9 @@
 Rerunning the same command resumes from the newest intact checkpoint in --workdir; SIGTERM at
 any stage stops the run cleanly (exit status 0) so that the same command continues it. With
 --compilation_cache_dir=DIR (any directory, kept between runs) a resumed or repeated run loads its
-compiled programs instead of compiling them again.
+compiled programs instead of compiling them again. With --run_record=FILE the finished run writes
+its record there (asmp_jax/run_record.py: command, commit, config sha256, machine, wall times,
+test figures with standard errors).
 """
 
 from absl import app
@@ -25,6 +27,11 @@ _CACHE_DIR = flags.DEFINE_string(
     "compilation_cache_dir", None,
     "JAX persistent compilation cache directory, reused across runs (default: no cache, or "
     "$JAX_COMPILATION_CACHE_DIR if set).")
+_RUN_RECORD = flags.DEFINE_string(
+    "run_record", None,
+    "Where the finished run writes its record (command, commit, config sha256, machine, wall "
+    "times of build/train/evaluation, steps, test figures with standard errors; "
+    "asmp_jax/run_record.py), e.g. docs/benchmark_run.json.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -54,10 +61,28 @@ def main(argv):
   distributed.initialize()
   logging.info("JAX process %d/%d, local devices %s, global device count %d",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
+  outcome = {}
   try:
-    train.train_and_evaluate(FLAGS.config, _WORKDIR.value)
+    train.train_and_evaluate(FLAGS.config, _WORKDIR.value, outcome)
   except (config_lib.ConfigError, train_loop.TrainingError, run_folder.RunFolderError) as e:
     raise SystemExit(f"error: {e}") from None
+  if _RUN_RECORD.value and jax.process_index() == 0:
+    _write_run_record(_RUN_RECORD.value, outcome)
+
+
+def _write_run_record(path: str, outcome: dict) -> None:
+  import sys  # pylint: disable=g-import-not-at-top
+  from asmp_jax import run_record  # pylint: disable=g-import-not-at-top
+  if outcome.get("stopped") or outcome.get("results") is None:
+    logging.warning("No run record written to %s: the run %s.", path,
+                    "was stopped" if outcome.get("stopped") else "had no final evaluation")
+    return
+  flag = FLAGS["config"]
+  record = run_record.build(argv=sys.argv, config_file=config_flags.get_config_filename(flag),
+                            overrides=config_flags.get_override_values(flag), outcome=outcome,
+                            evaluation_file=outcome["results"].get("evaluation_file"))
+  run_record.write(path, record)
+  logging.info("Run record: %s", path)
 
 
 if __name__ == "__main__":

@@ -224,9 +224,11 @@ def separation_scores(refs: np.ndarray, estimates: dict[str, np.ndarray]) -> dic
     results[k] = {"sdr": float(np.nanmean(sdr)), "sir": float(np.nanmean(sir)),
                   "sar": float(np.nanmean(sar)), "num_valid": int(np.isfinite(sdr).sum()),
                   # [pair][source], None where the reference is silent: for paired comparisons
-                  # of two models on the same pairs (bench/synthetic_results.py).
-                  "sdr_per_source": [[None if not np.isfinite(v) else round(float(v), 4)
-                                      for v in row] for row in sdr]}
+                  # of two models on the same pairs (bench/synthetic_results.py) and the gains
+                  # over the mixture with their standard errors (asmp_jax.run_record).
+                  **{f"{name}_per_source": [[None if not np.isfinite(v) else round(float(v), 4)
+                                             for v in row] for row in values]
+                     for name, values in (("sdr", sdr), ("sir", sir), ("sar", sar))}}
   return results
 
 
@@ -305,13 +307,18 @@ def evaluate(state, model, config, source, split: str, workdir: str | None = Non
   results.update(direction_scores(tally, nd, train_labels))
   results["sdr_gain_over_mixture"] = results["model"]["sdr"] - results["mixture"]["sdr"]
   results["wall_time_s"] = time.time() - t0
-  report(results, split, nd, workdir, writer, step, audio_examples, pair_cfg.window_samples)
+  path = report(results, split, nd, workdir, writer, step, audio_examples,
+                pair_cfg.window_samples)
+  if path is not None:
+    results["evaluation_file"] = str(path)  # (not in the file itself)
   return results
 
 
 def report(results: dict[str, Any], split: str, nd: int, workdir: str | None, writer, step: int,
-           audio_examples: list, sample_rate: int) -> None:
-  """Writes ``eval_<split>.json`` (with a workdir), the TensorBoard summaries and the log line."""
+           audio_examples: list, sample_rate: int):
+  """Writes ``eval_<split>_step<N>.json`` (with a workdir), the TensorBoard summaries and the log
+  line; returns the path written, or None."""
+  path = None
   if workdir and jax.process_index() == 0:
     from asmp_jax import run_folder  # pylint: disable=g-import-not-at-top
     path = run_folder.write_new_record(run_folder.workdir_path(workdir)
@@ -335,6 +342,7 @@ def report(results: dict[str, Any], split: str, nd: int, workdir: str | None, wr
             results["wall_time_s"], results["model"]["sdr"], results["mixture"]["sdr"],
             results["oracle_ibm"]["sdr"], results[f"direction_accuracy_{nd}"],
             results[f"direction_accuracy_{nd}_se"])
+  return path
 
 
 def spectrogram_image(mixture: np.ndarray, slots: np.ndarray) -> np.ndarray:

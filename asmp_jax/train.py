@@ -339,15 +339,25 @@ def compile_train_step(p_train, state: TrainState, data: Data, batch_sharding):
   return compiled
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       outcome: dict[str, Any] | None = None) -> TrainState | None:
   """Trains ``config`` in ``workdir``, resuming from its newest intact checkpoint; evaluates
   periodically and, at the end, on ``config.eval.split``.
+
+  Args:
+    config: the experiment config.
+    workdir: the run folder.
+    outcome: if given, filled with this invocation's wall seconds (``wall_s``: ``build``,
+      ``train``, ``eval``), ``start_step``, ``steps``, ``stopped`` and the final evaluation's
+      ``results`` (None without one), for asmp_jax.run_record.
 
   Returns the final train state, or None when SIGTERM stopped the run before its loop.
   """
   stopping.install()
+  outcome = {} if outcome is None else outcome
+  outcome.update(wall_s={}, start_step=0, steps=0, stopped=True, results=None)
   try:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, outcome)
   except stopping.Stopped as stop:
     logging.warning("Stopped by SIGTERM while %s; nothing was lost: rerun the same command to "
                     "continue.", stop.args[0] if stop.args else "starting")
@@ -356,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     stopping.reset()
 
 
-def _train_and_evaluate(config, workdir):
+def _train_and_evaluate(config, workdir, outcome):
+  wall, t0 = outcome["wall_s"], time.time()
   stopping.stage("checking the config")
   config_lib.validate(config)
   optimizer.learning_rate_schedule(config.train)  # a malformed schedule is refused here too
@@ -368,6 +379,7 @@ def _train_and_evaluate(config, workdir):
   batch_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
   data = setup_data(config)
+  wall["build"], t0 = time.time() - t0, time.time()
   model = asmp_model.create_model(config.model)
   logging.info("Convolution kernels: %s (config.model.kernels=%r, backend %s).",
                layers.resolve_kernels(config.model.kernels), config.model.kernels,
@@ -387,9 +399,12 @@ def _train_and_evaluate(config, workdir):
   if not resumed:
     writer.hparams(config)
   stopping.defer()
+  outcome["start_step"] = int(state.step)
   state, stopped = train_loop.train_loop(config, workdir, state, step_fn, p_eval, data, mngr,
                                          writer, batch_sharding)
   mngr.close()
+  wall["train"], t0 = time.time() - t0, time.time()
+  outcome.update(steps=int(state.step), stopped=bool(stopped))
   if not stopped and config.eval.num_pairs > 0:
     from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
     results = evaluate.evaluate(
@@ -397,6 +412,7 @@ def _train_and_evaluate(config, workdir):
         config.eval.split, workdir,
         train_labels=datasets.direction_labels(data.train_src, config.model),
         writer=writer, step=int(state.step))
+    wall["eval"], outcome["results"] = time.time() - t0, results
     logging.info("Result at step %d: %s", int(state.step), summary.final_line(results))
   writer.close()
   return state

@@ -10,10 +10,18 @@ raft_large).
 
   python bench/vision_bench.py --height=360 --width=640 --frames=8 --clip --seconds=10
 
+``--record=FILE`` also writes the figures as JSON with the command, commit, machine and the load
+average before and after (asmp_jax.run_record.machine).
+
 Architectures: torchvision ``fasterrcnn_resnet50_fpn`` / ``_v2`` (input resized by the library to a
 shorter side of 800 px), ``raft_small`` / ``raft_large`` (12 refinement steps), transformers
 ``DPTForDepthEstimation`` with the sizes of ``Intel/dpt-hybrid-midas`` (ViT-B/16 on a BiT-ResNet
-stem) and ``Intel/dpt-large`` (ViT-L/16), both at 384 x 384.
+stem) and ``Intel/dpt-large`` (ViT-L/16), both at 384 x 384. Those sizes are the ones
+transformers' conversion scripts give the two checkpoints (``get_dpt_config`` in
+``models/dpt/convert_dpt_hybrid_to_pytorch.py`` and ``convert_dpt_to_pytorch.py``): the hybrid's
+``reassemble_factors = [1, 1, 1, 0.5]`` there differ from the default only for the first two
+stages, which the hybrid does not reassemble (identity), so both give the same 414 tensors of the
+same shapes (122.4 M parameters).
 """
 
 from __future__ import annotations
@@ -77,7 +85,10 @@ def main():
   p.add_argument("--clip", action="store_true", help="also time preprocess_videos on one clip")
   p.add_argument("--seconds", type=float, default=10.0, help="length of that clip")
   p.add_argument("--skip_rates", action="store_true", help="only the clip (with --clip)")
+  p.add_argument("--record", default=None, help="also write the figures to this JSON file")
   args = p.parse_args()
+  load_before = os.getloadavg()
+  figures: dict[str, float] = {}
   import torch  # pylint: disable=g-import-not-at-top
   from asmp_jax import vision  # pylint: disable=g-import-not-at-top
   from asmp_jax.vision import depth, detector, flow  # pylint: disable=g-import-not-at-top
@@ -91,16 +102,16 @@ def main():
     for name in () if args.skip_rates else ("fasterrcnn_resnet50_fpn",
                                             "fasterrcnn_resnet50_fpn_v2"):
       prov = detector.FasterRCNNDetector(w[name], batch_size=args.batch_size)
-      r = rate(prov.detect, frames)
+      r = figures[f"{name}_frames_per_s"] = rate(prov.detect, frames)
       print(f"detector {name:28s} {r:7.3f} frames/s (input resized to shorter side 800 px)")
     for name in () if args.skip_rates else ("dpt-hybrid-midas", "dpt-large"):
       prov = depth.DPTDepth(w[name], batch_size=args.batch_size)
-      r = rate(prov.depth, frames)
+      r = figures[f"{name}_frames_per_s"] = rate(prov.depth, frames)
       print(f"depth    {name:28s} {r:7.3f} frames/s (model input {prov.image_size}x"
             f"{prov.image_size})")
     for name in () if args.skip_rates else ("raft_small", "raft_large"):
       prov = flow.RAFTFlow(w[name], batch_size=args.batch_size)
-      r = rate(prov.flow, frames, pairs=True)
+      r = figures[f"{name}_frame_pairs_per_s"] = rate(prov.flow, frames, pairs=True)
       h8, w8 = flow.model_size(args.height, args.width)
       print(f"flow     {name:28s} {r:7.3f} frame pairs/s (model input {h8}x{w8})")
     if args.clip:
@@ -117,9 +128,22 @@ def main():
                                      num_windows=int(np.ceil(args.seconds)))
       el = time.perf_counter() - t0
       n = report["videos"]["clip"]["frames"]
+      figures.update(clip_seconds=args.seconds, clip_frames=n, clip_wall_s=round(el, 1))
       print(f"preprocess_videos, one {args.seconds:g} s clip ({args.height}x{args.width}, "
             f"{fps} fps) at 8 fps = {n} frames, fasterrcnn_resnet50_fpn + dpt-hybrid-midas + "
             f"raft_large: {el:.1f} s ({n / el:.3f} frames/s)")
+  if args.record:
+    import json  # pylint: disable=g-import-not-at-top
+    import shlex  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from asmp_jax import run_record  # pylint: disable=g-import-not-at-top
+    record = {"command": shlex.join(["python"] + sys.argv), "commit": run_record.git_commit(
+        __file__), "device": dev, "torch": torch.__version__, "machine": run_record.machine(),
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "frame_size": [args.height, args.width], "batch_size": args.batch_size,
+              "figures": figures}
+    run_record.write(args.record, record)
+    print(f"record: {args.record}")
 
 
 if __name__ == "__main__":

@@ -302,17 +302,61 @@ def test_numeric_config_values_are_checked_before_anything_runs(tmp_path):
     assert "Traceback" not in proc.stdout and not (tmp_path / "nodata").exists()
 
 
+def _check_run_record(path, workdir):
+  """The record the run wrote: what was run, on what, how long, and its test figures (equal to
+  the evaluation file's)."""
+  from asmp_jax import files, run_record, summary  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    record = json.load(f)
+  assert "launch.py" in record["command"] and "--run_record=" in record["command"]
+  assert record["config_file"] == "configs/synthetic_tiny.py"
+  assert record["config_sha256"] == files.sha256_file(
+      os.path.join(REPO, "configs", "synthetic_tiny.py"))
+  assert record["config_overrides"]["model.dir_window_graphs"] is True
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+  if head.returncode == 0:
+    assert record["commit"].split("-")[0] == head.stdout.strip()
+  assert record["machine"]["logical_cpus"] >= 1 and record["machine"]["jax_backend"] == "cpu"
+  wall = record["wall_s"]
+  assert all(wall[k] >= 0 for k in ("build", "train", "eval"))
+  assert abs(wall["total"] - (wall["build"] + wall["train"] + wall["eval"])) < 0.2
+  assert (record["start_step"], record["steps"]) == (1, 2)  # resumed: this invocation only
+  with open(os.path.join(workdir, "eval_test_step2.json")) as f:
+    results = json.load(f)
+  assert record["evaluation_file"].endswith("eval_test_step2.json")
+  test = record["test"]
+  gain, gain_se = summary.sdr_gain_se(results)
+  np.testing.assert_allclose([test["sdr_gain"], test["sdr_gain_se"]], [gain, gain_se])
+  for m in ("sir", "sar"):
+    per = (np.array(results["model"][f"{m}_per_source"], float)
+           - np.array(results["mixture"][f"{m}_per_source"], float))
+    np.testing.assert_allclose(test[f"{m}_gain"], np.nanmean(per))
+  nd = test["direction_classes"]
+  assert test["direction_accuracy"] == results[f"direction_accuracy_{nd}"]
+  assert test["direction_gain"] == results[f"direction_gain_over_majority_{nd}"]
+  np.testing.assert_allclose(test["direction_gain_points"], 100 * test["direction_gain"])
+  assert test["majority_vote"] == results[f"majority_vote_{nd}"]
+  np.testing.assert_allclose(test["ideal_mask_sdr_gain"],
+                             results["oracle_ibm"]["sdr"] - results["mixture"]["sdr"])
+  assert run_record.test_figures(results) == test
+
+
 @pytest.mark.slow
 def test_dir_window_graphs_train_and_evaluate(tiny_data_dir, tmp_path):
   """The per-window direction conditioning end to end: pipeline, train step, test evaluation,
   resuming a run trained without it (the same parameters; the switch is logged as a change)."""
   workdir = str(tmp_path / "run")
+  record_path = str(tmp_path / "docs" / "run.json")
   first = run_launch(workdir, tiny_data_dir, "--config.train.num_train_steps=1",
-                     "--config.train.checkpoint_every=1", "--config.eval.num_pairs=0")
+                     "--config.train.checkpoint_every=1", "--config.eval.num_pairs=0",
+                     f"--run_record={record_path}")
   assert first.returncode == 0, first.stdout[-3000:]
+  assert "No run record written" in first.stdout and not os.path.exists(record_path)
   proc = run_launch(workdir, tiny_data_dir, "--config.model.dir_window_graphs=True",
-                    "--config.train.num_train_steps=2", "--config.eval.num_pairs=2")
+                    "--config.train.num_train_steps=2", "--config.eval.num_pairs=2",
+                    f"--run_record={record_path}")
   assert proc.returncode == 0, proc.stdout[-3000:]
+  _check_run_record(record_path, workdir)
   assert "Resuming from the checkpoint of step 1" in proc.stdout
   assert "model.dir_window_graphs: False -> True" in proc.stdout
   assert "step 2/2" in proc.stdout and _ckpt_steps(workdir)[-1] == 2

@@ -73,6 +73,7 @@ def test_preprocess_videos_writes_the_builders_files_resumably(weights, tmp_path
               "--label_map=asiw", "--num_windows=1", *_weight_flags(weights))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "clipA: detector fasterrcnn_resnet50_fpn: 8/8 frames" in proc.stderr  # progress
+  assert "Loading weights" not in proc.stderr  # transformers' own per-tensor bar is off
   # The files read back through the raw builders' readers, on the frames they sample.
   frames, fps = media.read_video(str(vids / "clipA.mp4"))
   frames = real_common.resample_frames(frames, fps, real_common.FPS, 8)

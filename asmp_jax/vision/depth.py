@@ -74,6 +74,9 @@ class DPTDepth:
       raise weights_lib.WeightsError(f"{self.path}/config.json: model_type {model_type!r}, "
                                      f"not 'dpt'; {fmt}")
     from transformers import DPTForDepthEstimation  # pylint: disable=g-import-not-at-top
+    from transformers.utils import logging as hf_logging  # pylint: disable=g-import-not-at-top
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the library's per-tensor loading bar; ours is per video
     try:
       model, info = DPTForDepthEstimation.from_pretrained(
           self.path, use_safetensors=True, local_files_only=True, output_loading_info=True)
@@ -81,6 +84,9 @@ class DPTDepth:
       msg = " ".join(str(e).split())[:200]
       raise weights_lib.WeightsError(f"{self.path}: cannot load ({type(e).__name__}: {msg}); "
                                      f"{fmt}") from e
+    finally:
+      if bars:
+        hf_logging.enable_progress_bar()
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys",
                                                   "mismatched_keys") and v}
     if bad:
