@@ -1,6 +1,9 @@
 """The synthetic benchmark: separation and 10-class motion direction from one run.
 
-  python launch.py --config=configs/synthetic_benchmark.py --workdir=runs/synthetic_benchmark
+  python launch.py --config=configs/synthetic_benchmark.py --workdir=runs/synthetic_benchmark \\
+      --run_record=docs/benchmark_run.json
+
+(--run_record: the finished run writes its record, asmp_jax/run_record.py.)
 
 configs/synthetic_wide.py's recipe (the U-Net twice as wide, 3200 training clips, the same
 10000-step learning-rate schedule) with the data and the settings that let the direction head
