@@ -1,8 +1,8 @@
 """Detections, depth and flow files -> the model's resampled frames.
 
 A provider file describes either every decoded frame of the video (its own rate and pixel size,
-frame 0 = the first decoded frame; :func:`load_array`, :func:`map_detections`,
-:func:`resample_depth`, :func:`resample_flow`) or the frames some sampling kept.
+frame 0 = the first decoded frame) or the frames some sampling kept; :func:`load_array`,
+:func:`map_detections`, :func:`resample_depth` and :func:`resample_flow` read both.
 
 Files of sampled frames:
 
@@ -109,48 +109,6 @@ def load_sampled(path: str, arr: np.ndarray) -> np.ndarray | SampledArray:
   return SampledArray(arr, extras[SOURCE_FRAME_KEY].astype(np.int64), os.fspath(path))
 
 
-def map_sampled_detections(dets: graph_providers.Detections, source_frame: np.ndarray,
-                           video) -> graph_providers.Detections:
-  """Detections of stored frames -> of the resampled frames (module docstring)."""
-  j = nearest_stored(source_frame, video.source_index)
-  order = np.argsort(dets.frame, kind="stable")
-  frames = dets.frame[order]
-  starts = np.searchsorted(frames, j, "left")
-  ends = np.searchsorted(frames, j, "right")
-  take = (np.concatenate([order[s:e] for s, e in zip(starts, ends)]) if len(j)
-          else np.zeros(0, np.int64)).astype(np.int64)
-  out = dets.select(take)
-  h0, w0 = video.source_size
-  h, w = video.size
-  scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
-  new_frame = np.repeat(np.arange(len(j)), ends - starts).astype(dets.frame.dtype)
-  return graph_providers.Detections(new_frame, out.box * scale, out.label, out.score,
-                                    out.feature, out.track)
-
-
-def depth_frames(arr: SampledArray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W] depth of the resampled frames ``frames`` (indices)."""
-  h, w = video.size
-  j = nearest_stored(arr.source_frame, video.source_index[frames])
-  return np.stack([cv2.resize(np.asarray(arr.data[i], np.float32), (w, h),
-                              interpolation=cv2.INTER_LINEAR) for i in j])
-
-
-def flow_frames(arr: SampledArray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W, 2] flow from each resampled frame in ``frames`` to the next."""
-  h, w = video.size
-  h0, w0 = video.source_size
-  scale = np.array([w / w0, h / h0], np.float32)
-  j = nearest_stored(arr.source_frame, video.source_index)
-  out = np.zeros((len(frames), h, w, 2), np.float32)
-  for n, k in enumerate(frames):
-    if k + 1 >= len(j) or j[k + 1] <= j[k]:
-      continue
-    chained = graph_motion.compose_flow(np.asarray(arr.data[j[k]:j[k + 1]], np.float32))
-    out[n] = cv2.resize(chained, (w, h), interpolation=cv2.INTER_LINEAR) * scale
-  return out
-
-
 # ----------------------------------------------------------------------------- every decoded frame
 
 
@@ -183,46 +141,64 @@ def check_source_array(arr: np.ndarray, name: str, num_frames: int, size: tuple[
         f"frames, got {tuple(arr.shape)}")
 
 
-def map_detections(dets: graph_providers.Detections, video) -> graph_providers.Detections:
-  """Detections of decoded frames -> detections of the resampled frames (boxes rescaled)."""
-  new_index = np.full(int(max(dets.frame.max(initial=-1), video.source_index.max())) + 1, -1)
-  new_index[video.source_index] = np.arange(len(video.source_index))
-  keep = (dets.frame >= 0) & (dets.frame < len(new_index))
-  keep[keep] &= new_index[dets.frame[keep]] >= 0
-  out = dets.select(np.flatnonzero(keep))
+def rows(src, video) -> np.ndarray:
+  """int64 [T]: for each resampled frame, the row of ``src`` that describes it: its decoded
+  frame for an array of every decoded frame, the nearest stored frame for a
+  :class:`SampledArray`."""
+  if isinstance(src, SampledArray):
+    return nearest_stored(src.source_frame, video.source_index)
+  return np.asarray(video.source_index, np.int64)
+
+
+def _data(src) -> np.ndarray:
+  return src.data if isinstance(src, SampledArray) else src
+
+
+def map_detections(dets: graph_providers.Detections, video,
+                   source_frame: np.ndarray | None = None) -> graph_providers.Detections:
+  """Detections of decoded frames (``frame`` = decoded index), or of the stored frames
+  ``source_frame`` of a sampled file (``frame`` = stored index), -> detections of the resampled
+  frames: each resampled frame takes those of the frame describing it (:func:`rows`), boxes
+  rescaled to the model's pixel size."""
+  j = (np.asarray(video.source_index, np.int64) if source_frame is None
+       else nearest_stored(source_frame, video.source_index))
+  order = np.argsort(dets.frame, kind="stable")
+  starts = np.searchsorted(dets.frame[order], j, "left")
+  ends = np.searchsorted(dets.frame[order], j, "right")
+  out = dets.select(np.concatenate([order[s:e] for s, e in zip(starts, ends)] +
+                                   [np.zeros(0, np.int64)]).astype(np.int64))
   h0, w0 = video.source_size
   h, w = video.size
   scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
-  return graph_providers.Detections(new_index[out.frame], out.box * scale, out.label, out.score,
+  new_frame = np.repeat(np.arange(len(j)), ends - starts).astype(dets.frame.dtype)
+  return graph_providers.Detections(new_frame, out.box * scale, out.label, out.score,
                                     out.feature, out.track)
 
 
-def resample_depth(depth: np.ndarray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W] depth of the resampled frames ``frames`` (indices)."""
-  if isinstance(depth, SampledArray):
-    return depth_frames(depth, video, frames)
+def resample_depth(depth, video, frames: np.ndarray) -> np.ndarray:
+  """float32 [len(frames), H, W] depth of the resampled frames ``frames`` (indices): the map of
+  the frame describing each (:func:`rows`), resized."""
   h, w = video.size
-  out = [cv2.resize(np.asarray(depth[video.source_index[k]], np.float32), (w, h),
-                    interpolation=cv2.INTER_LINEAR) for k in frames]
-  return np.stack(out)
+  r, data = rows(depth, video), _data(depth)
+  return np.stack([cv2.resize(np.asarray(data[r[k]], np.float32), (w, h),
+                              interpolation=cv2.INTER_LINEAR) for k in frames])
 
 
-def resample_flow(flow: np.ndarray, video, frames: np.ndarray) -> np.ndarray:
-  """float32 [len(frames), H, W, 2] flow between consecutive resampled frames.
+def resample_flow(flow, video, frames: np.ndarray) -> np.ndarray:
+  """float32 [len(frames), H, W, 2] flow from each resampled frame in ``frames`` to the next.
 
-  Decoded-frame flows between the two source frames are chained (graph.motion.compose_flow),
-  then resized and their vectors rescaled to the new pixel size.
+  The file's flows between the rows describing the two frames (:func:`rows`) are chained
+  (graph.motion.compose_flow; zero where both are the same row), then resized and their vectors
+  rescaled to the new pixel size.
   """
-  if isinstance(flow, SampledArray):
-    return flow_frames(flow, video, frames)
   h, w = video.size
   h0, w0 = video.source_size
   scale = np.array([w / w0, h / h0], np.float32)
-  src = video.source_index
+  r, data = rows(flow, video), _data(flow)
   out = np.zeros((len(frames), h, w, 2), np.float32)
-  for j, k in enumerate(frames):
-    if k + 1 >= len(src) or src[k + 1] <= src[k]:
+  for n, k in enumerate(frames):
+    if k + 1 >= len(r) or r[k + 1] <= r[k]:
       continue
-    chained = graph_motion.compose_flow(np.asarray(flow[src[k]:src[k + 1]], np.float32))
-    out[j] = cv2.resize(chained, (w, h), interpolation=cv2.INTER_LINEAR) * scale
+    chained = graph_motion.compose_flow(np.asarray(data[r[k]:r[k + 1]], np.float32))
+    out[n] = cv2.resize(chained, (w, h), interpolation=cv2.INTER_LINEAR) * scale
   return out

@@ -28,10 +28,8 @@ import subprocess
 import time
 from typing import Any, Mapping
 
-import numpy as np
-
 from asmp_jax import files
-from asmp_jax import metrics as metrics_lib
+from asmp_jax import summary
 
 
 def machine() -> dict[str, Any]:
@@ -74,15 +72,8 @@ def gains(results: Mapping[str, Any]) -> dict[str, float]:
   standard error clustered by pair (``<metric>_gain``, ``<metric>_gain_se``)."""
   out = {}
   for m in ("sdr", "sir", "sar"):
-    key = f"{m}_per_source"
-    if key not in results["model"]:
-      continue
-    gain = (np.asarray(results["model"][key], np.float64)
-            - np.asarray(results["mixture"][key], np.float64))
-    pair = np.broadcast_to(np.arange(gain.shape[0])[:, None], gain.shape)
-    ok = np.isfinite(gain)
-    mean, se = metrics_lib.clustered_mean_se(gain[ok], pair[ok])
-    out[f"{m}_gain"], out[f"{m}_gain_se"] = float(mean), float(se)
+    if f"{m}_per_source" in results["model"]:
+      out[f"{m}_gain"], out[f"{m}_gain_se"] = summary.gain_over_mixture_se(dict(results), m)
   return out
 
 

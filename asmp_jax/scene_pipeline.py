@@ -209,10 +209,7 @@ def clip_detections(video, providers: Providers, settings: Settings, flow_src):
   video.scan()
   if provider_files.SOURCE_FRAME_KEY in extras:  # written by asmp_jax.preprocess_videos
     provider_files.check(extras[provider_files.SOURCE_FRAME_KEY], video, path, "detections")
-    dets = provider_files.map_sampled_detections(raw, extras[provider_files.SOURCE_FRAME_KEY],
-                                                video)
-  else:
-    dets = provider_files.map_detections(raw, video)
+  dets = provider_files.map_detections(raw, video, extras.get(provider_files.SOURCE_FRAME_KEY))
   if "detector_classes" in extras:  # labels are the detector's classes: map them as a learned
     from asmp_jax.vision import separation  # pylint: disable=g-import-not-at-top  # detector's
     ids = settings.auditory_ids

@@ -76,22 +76,23 @@ class Progress:
             f"{self._rate:.2f} steps/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
 
-def sdr_gain_se(results: dict[str, Any]) -> tuple[float, float]:
-  """Mean and standard error (clustered by pair) of the model's SDR minus the mixture's, over
-  the sources both score."""
-  model = np.asarray(results["model"]["sdr_per_source"], np.float64)
-  mixture = np.asarray(results["mixture"]["sdr_per_source"], np.float64)
+def gain_over_mixture_se(results: dict[str, Any], metric: str = "sdr") -> tuple[float, float]:
+  """Mean and standard error (clustered by pair) of the model's ``metric`` (sdr, sir or sar)
+  minus the mixture's, over the sources both score."""
+  model = np.asarray(results["model"][f"{metric}_per_source"], np.float64)
+  mixture = np.asarray(results["mixture"][f"{metric}_per_source"], np.float64)
   gain = model - mixture
   pair = np.broadcast_to(np.arange(gain.shape[0])[:, None], gain.shape)
   ok = np.isfinite(gain)
-  return metrics_lib.clustered_mean_se(gain[ok], pair[ok])
+  mean, se = metrics_lib.clustered_mean_se(gain[ok], pair[ok])
+  return float(mean), float(se)
 
 
 def final_line(results: dict[str, Any]) -> str:
   """An evaluation in one line: SDR gain over the mixture, the ideal-mask ceiling and the
   direction accuracy's gain over the training majority vote, with standard errors (clustered by
   pair, and by test clip for directions)."""
-  gain, gain_se = sdr_gain_se(results)
+  gain, gain_se = gain_over_mixture_se(results)
   nd = next(k for k in results if k.removeprefix("direction_accuracy_").isdigit())
   dgain = nd.replace("direction_accuracy", "direction_gain_over_majority")
   majority = results.get(nd.replace("direction_accuracy", "majority_vote"), float("nan"))

@@ -133,7 +133,6 @@ def main():
             f"{fps} fps) at 8 fps = {n} frames, fasterrcnn_resnet50_fpn + dpt-hybrid-midas + "
             f"raft_large: {el:.1f} s ({n / el:.3f} frames/s)")
   if args.record:
-    import json  # pylint: disable=g-import-not-at-top
     import shlex  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
     from asmp_jax import run_record  # pylint: disable=g-import-not-at-top

@@ -30,12 +30,17 @@ def test_detections_go_to_the_resampled_frames_nearest_their_stored_frame():
       feature=np.arange(8, dtype=np.float32).reshape(4, 2))
   # A 12 fps reading of the same video: decoded frames 0, 2, 4, 6, 8.
   video = _video(np.array([0, 2, 4, 6, 8]))
-  out = provider_files.map_sampled_detections(dets, stored, video)
+  out = provider_files.map_detections(dets, video, stored)
   # Nearest stored: 0->0, 2->1 (frame 3), 4->1, 6->2, 8->3 (none there).
   np.testing.assert_array_equal(out.frame, [0, 1, 1, 2, 2, 3])
   np.testing.assert_array_equal(out.label, [5, 6, 8, 6, 8, 7])
   np.testing.assert_array_equal(out.feature[0], dets.feature[1])
   np.testing.assert_allclose(out.box[0], [2, 2, 10, 10])  # 60x40 -> 30x20 pixels
+  # A file of every decoded frame: each resampled frame takes its own decoded frame's, also
+  # when two resampled frames come from one decoded frame (a video slower than the model's rate).
+  out = provider_files.map_detections(dets, _video(np.array([0, 0, 1, 2])))
+  np.testing.assert_array_equal(out.frame, [0, 1, 2, 2, 3])
+  np.testing.assert_array_equal(out.label, [5, 5, 6, 8, 7])
 
 
 def test_depth_and_flow_of_stored_frames_for_another_sampling():
@@ -44,11 +49,11 @@ def test_depth_and_flow_of_stored_frames_for_another_sampling():
   flow = np.zeros((4, 40, 60, 2), np.float32)
   flow[..., 0] = 2.0  # each stored step moves 2 px right
   video = _video(np.array([0, 6, 9]), size=(20, 30))  # 4 fps: stored 0, 2, 3
-  d = provider_files.depth_frames(provider_files.SampledArray(depth, stored, "d.npz"), video,
-                                  np.arange(3))
+  d = provider_files.resample_depth(provider_files.SampledArray(depth, stored, "d.npz"),
+                                   video, np.arange(3))
   np.testing.assert_allclose(d[:, 0, 0], [0, 2, 3])
-  f = provider_files.flow_frames(provider_files.SampledArray(flow, stored, "f.npz"), video,
-                                 np.arange(3))
+  f = provider_files.resample_flow(provider_files.SampledArray(flow, stored, "f.npz"), video,
+                                  np.arange(3))
   # 0 -> 6 chains two stored flows (4 px at 60 px wide = 2 px at 30), 6 -> 9 one, the last none.
   np.testing.assert_allclose(f[:, 10, 10, 0], [2.0, 1.0, 0.0], atol=1e-5)
   np.testing.assert_allclose(f[..., 1], 0.0)

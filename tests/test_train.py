@@ -305,7 +305,7 @@ def test_numeric_config_values_are_checked_before_anything_runs(tmp_path):
 def _check_run_record(path, workdir):
   """The record the run wrote: what was run, on what, how long, and its test figures (equal to
   the evaluation file's)."""
-  from asmp_jax import files, run_record, summary  # pylint: disable=g-import-not-at-top
+  from asmp_jax import files, metrics, run_record  # pylint: disable=g-import-not-at-top
   with open(path) as f:
     record = json.load(f)
   assert "launch.py" in record["command"] and "--run_record=" in record["command"]
@@ -325,12 +325,14 @@ def _check_run_record(path, workdir):
     results = json.load(f)
   assert record["evaluation_file"].endswith("eval_test_step2.json")
   test = record["test"]
-  gain, gain_se = summary.sdr_gain_se(results)
-  np.testing.assert_allclose([test["sdr_gain"], test["sdr_gain_se"]], [gain, gain_se])
-  for m in ("sir", "sar"):
+  for m in ("sdr", "sir", "sar"):
     per = (np.array(results["model"][f"{m}_per_source"], float)
            - np.array(results["mixture"][f"{m}_per_source"], float))
     np.testing.assert_allclose(test[f"{m}_gain"], np.nanmean(per))
+    ok = np.isfinite(per)  # standard error clustered by pair (the rows)
+    pair = np.broadcast_to(np.arange(per.shape[0])[:, None], per.shape)
+    np.testing.assert_allclose(test[f"{m}_gain_se"],
+                               metrics.clustered_mean_se(per[ok], pair[ok])[1])
   nd = test["direction_classes"]
   assert test["direction_accuracy"] == results[f"direction_accuracy_{nd}"]
   assert test["direction_gain"] == results[f"direction_gain_over_majority_{nd}"]
