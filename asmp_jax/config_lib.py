@@ -154,6 +154,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Lets one config hold a schedule with warm restarts (configs/synthetic_wide.py).
   t.lr_boundaries = ()
   t.lr_values = ()
+  # The schedule when lr_values is empty (asmp_jax.optimizer.SCHEDULES): "staircase" (the three
+  # keys above) | "cosine" (half a cosine from learning_rate to learning_rate * lr_end_fraction
+  # at num_train_steps).
+  t.lr_schedule = "staircase"
+  t.lr_end_fraction = 0.0
+  # Linear warm-up from 0 over the first warmup_steps steps, on top of any schedule.
+  t.warmup_steps = 0
   t.weight_decay = 1e-4
   t.b1 = 0.9
   t.b2 = 0.999
@@ -207,6 +214,7 @@ _RANGES = {
     "train.batch_size": (1, None, True), "train.num_train_steps": (1, None, True),
     "train.learning_rate": (0, None, False), "train.lr_decay_every": (1, None, True),
     "train.lr_decay_factor": (0, None, False), "train.lr_values": (0, None, True),
+    "train.lr_end_fraction": (0, 1, True), "train.warmup_steps": (0, None, True),
     "train.weight_decay": (0, None, True), "train.b1": (0, 1, True), "train.b2": (0, 1, True),
     "train.log_every": (1, None, True), "train.eval_every": (1, None, True),
     "train.checkpoint_every": (1, None, True), "train.max_to_keep": (1, None, True),
@@ -246,3 +254,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f">= {low}" if low_ok else f"> {low}"
       raise ConfigError(f"config.{name}={x!r} is out of range (must be {bound}"
                        + (f" and < {high})" if high is not None else ")"))
+  if "train" in config:
+    from asmp_jax import optimizer  # pylint: disable=g-import-not-at-top
+    try:
+      optimizer.learning_rate_schedule(config.train)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None

@@ -7,19 +7,23 @@ import numpy as np
 import optax
 
 
-def learning_rate_schedule(config_train) -> optax.Schedule:
-  """The learning rate as a function of the step.
+def _staircase(t) -> optax.Schedule:
+  """``learning_rate`` x ``lr_decay_factor`` every ``lr_decay_every`` steps (the paper's)."""
+  return optax.exponential_decay(t.learning_rate, t.lr_decay_every, t.lr_decay_factor,
+                                 staircase=True)
 
-  ``learning_rate`` x ``lr_decay_factor`` every ``lr_decay_every`` steps (paper: 1e-4, x0.1
-  every 15k), or, when ``lr_values`` is set, the piecewise-constant rate it and
-  ``lr_boundaries`` give (config_lib). Raises ValueError, naming the keys, on a malformed
-  piecewise schedule.
-  """
-  values = tuple(config_train.lr_values)
-  if not values:
-    return optax.exponential_decay(config_train.learning_rate, config_train.lr_decay_every,
-                                   config_train.lr_decay_factor, staircase=True)
-  bounds = tuple(config_train.lr_boundaries)
+
+def _cosine(t) -> optax.Schedule:
+  """Half a cosine from ``learning_rate`` at the end of the warm-up to
+  ``learning_rate * lr_end_fraction`` at ``num_train_steps``, constant after it."""
+  warmup = int(t.get("warmup_steps", 0))
+  return optax.cosine_decay_schedule(t.learning_rate, max(1, t.num_train_steps - warmup),
+                                     alpha=float(t.get("lr_end_fraction", 0.0)))
+
+
+def _piecewise(t) -> optax.Schedule:
+  """``lr_values[i]`` from step ``lr_boundaries[i-1]`` until ``lr_boundaries[i]``."""
+  values, bounds = tuple(t.lr_values), tuple(t.lr_boundaries)
   if (len(values) != len(bounds) + 1 or any(int(b) != b or b <= 0 for b in bounds)
       or any(b <= a for a, b in zip(bounds, bounds[1:])) or any(not v >= 0 for v in values)):
     raise ValueError(
@@ -29,6 +33,42 @@ def learning_rate_schedule(config_train) -> optax.Schedule:
 
   def schedule(step):
     return jnp.asarray(values_np)[jnp.searchsorted(bounds_np, step, side="right")]
+  return schedule
+
+
+# config.train.lr_schedule -> the schedule it names (before the warm-up). A non-empty
+# config.train.lr_values selects "piecewise" whatever lr_schedule says (configs/synthetic_wide.py).
+SCHEDULES = {"staircase": _staircase, "cosine": _cosine, "piecewise": _piecewise}
+
+
+def schedule_name(config_train) -> str:
+  """Which entry of `SCHEDULES` the config selects; ValueError naming the key if none."""
+  if tuple(config_train.get("lr_values", ())):
+    return "piecewise"
+  name = config_train.get("lr_schedule", "staircase")
+  if name not in SCHEDULES or name == "piecewise":
+    raise ValueError(f"config.train.lr_schedule must be one of "
+                     f"{sorted(set(SCHEDULES) - {'piecewise'})} (or set lr_values for a "
+                     f"piecewise schedule), got {name!r}")
+  return name
+
+
+def learning_rate_schedule(config_train) -> optax.Schedule:
+  """The learning rate as a function of the step.
+
+  The schedule `schedule_name` selects (paper: 1e-4, x0.1 every 15k steps), times a linear
+  warm-up from 0 over the first ``warmup_steps`` steps when that is positive (the cosine starts
+  decaying after it). Raises ValueError, naming the keys, on a malformed schedule.
+  """
+  base = SCHEDULES[schedule_name(config_train)](config_train)
+  warmup = int(config_train.get("warmup_steps", 0))
+  if warmup <= 0:
+    return base
+  cosine = schedule_name(config_train) == "cosine"
+
+  def schedule(step):
+    ramp = jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup)
+    return ramp * base(jnp.maximum(step - warmup, 0) if cosine else step)
   return schedule
 
 

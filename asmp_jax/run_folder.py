@@ -127,7 +127,8 @@ _STATE_DEFINING = ("model", "graph.feature_extractor", "data.name", "train.weigh
 # kernels: which implementation of the same convolutions runs (models/layers.py).
 _NOT_STATE_DEFINING = ("model.dtype", "model.dir_window_graphs", "model.kernels")
 _SCHEDULE_KEYS = ("train.learning_rate", "train.lr_decay_every", "train.lr_decay_factor",
-                  "train.lr_boundaries", "train.lr_values")
+                  "train.lr_boundaries", "train.lr_values", "train.lr_schedule",
+                  "train.lr_end_fraction", "train.warmup_steps")
 
 
 def _flatten(d, prefix=""):
@@ -202,7 +203,11 @@ def resume_changes(saved, current, step: int,
              if not _state_defining(k)}
   lines = [f"{key}: {a!r} (no longer a setting; ignored)" if b is NOT_A_SETTING
            else f"{key}: {a!r} -> {b!r}" for key, (a, b) in changed.items()]
-  if changed.keys() & set(_SCHEDULE_KEYS):
+  # A cosine schedule ends at num_train_steps, so a longer run changes its rate too.
+  schedule_keys = set(_SCHEDULE_KEYS) | (
+      {"train.num_train_steps"} if "cosine" in (saved.train.get("lr_schedule"),
+                                                current.train.get("lr_schedule")) else set())
+  if changed.keys() & schedule_keys:
     try:
       before = f"{float(schedule(with_defaults(saved).train)(step)):.3g}"
     except (TypeError, ValueError):  # a saved schedule setting this code cannot evaluate

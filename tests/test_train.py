@@ -385,6 +385,48 @@ def test_piecewise_learning_rate_and_its_refusals():
       optimizer.learning_rate_schedule(t)
 
 
+def test_cosine_schedule_warm_up_and_their_refusals():
+  from asmp_jax import config_lib, optimizer  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  t = config.train
+  t.learning_rate, t.num_train_steps, t.lr_schedule, t.lr_end_fraction = 0.2, 10, "cosine", 0.1
+  steps = np.arange(12)
+  expected = 0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.minimum(steps, 10) / 10)))
+  np.testing.assert_allclose(optimizer.learning_rate_schedule(t)(steps), expected, rtol=1e-5)
+  # Warm-up: linear from 0 over 4 steps, then the cosine over the remaining 6.
+  t.warmup_steps = 4
+  rates = np.asarray(optimizer.learning_rate_schedule(t)(steps))
+  np.testing.assert_allclose(rates[:4], 0.2 * np.arange(1, 5) / 4, rtol=1e-5)
+  after = np.minimum(steps[4:] - 4, 6)
+  np.testing.assert_allclose(
+      rates[4:], 0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * after / 6))), rtol=1e-5)
+  # Warm-up on the staircase ramps the same rate the staircase gives at that step.
+  t.lr_schedule, t.lr_decay_every, t.lr_decay_factor = "staircase", 6, 0.5
+  rates = np.asarray(optimizer.learning_rate_schedule(t)(steps))
+  np.testing.assert_allclose(rates, np.minimum(1, (steps + 1) / 4) * 0.2 * 0.5 ** (steps // 6),
+                             rtol=1e-5)
+  # An unknown name is refused when the config is validated, before any work.
+  t.lr_schedule = "linear"
+  with pytest.raises(config_lib.ConfigError, match="lr_schedule must be one of"):
+    config_lib.validate(config)
+  t.lr_schedule, t.warmup_steps = "cosine", -1
+  with pytest.raises(config_lib.ConfigError, match="warmup_steps"):
+    config_lib.validate(config)
+
+
+def test_resuming_a_cosine_run_for_longer_names_its_new_rate():
+  from asmp_jax import optimizer, run_folder  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  saved = tiny.get_config()
+  saved.train.update(learning_rate=1e-3, num_train_steps=100, lr_schedule="cosine")
+  longer = type(saved)(saved.to_dict())
+  longer.train.num_train_steps = 200
+  lines = run_folder.resume_changes(saved, longer, 50, optimizer.learning_rate_schedule)
+  assert lines == ["train.num_train_steps: 100 -> 200",
+                   "learning rate at step 50: 0.0005 -> 0.000854"], lines
+
+
 def test_a_config_json_from_before_a_key_existed_loads_with_the_default(tmp_path):
   """Evaluation, inference and resumes read config.json through load_saved_config: keys added to
   the code since a run was written come back at their defaults instead of failing."""
