@@ -7,6 +7,9 @@ round) so that drifting machine load hits them alike. On a CPU the simulated dev
 same cores: this checks that the sharded step is correct and what its overhead is, it is not a
 speed-up claim.
 
+A count may carry extra XLA flags (``--devices=1,2+--xla_cpu_multi_thread_eigen=false``): each
+entry is one variant of the comparison.
+
 Dtypes: both train steps compiled in one process and timed alternately (A B A B ...).
 
   python bench/scaling_bench.py --config=configs/synthetic_tiny.py --batch=4 --devices=1,2,4
@@ -26,13 +29,24 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+def parse_variants(spec: str) -> list[tuple[str, int, list[str]]]:
+  """``"1,2,2+--xla_flag=v"`` -> [(label, device count, extra XLA flags)], in order."""
+  out = []
+  for entry in (e for e in spec.split(",") if e):
+    count, *flags = entry.split("+")
+    out.append((entry, int(count), flags))
+  return out
+
+
 def run_devices(args) -> None:
-  counts = [int(c) for c in args.devices.split(",") if c]
-  results: dict[int, list[dict]] = {n: [] for n in counts}
+  variants = parse_variants(args.devices)
+  counts = [label for label, _, _ in variants]
+  results: dict[str, list[dict]] = {label: [] for label in counts}
   for rnd in range(args.rounds):
-    order = counts if rnd % 2 == 0 else counts[::-1]
-    for n in order:
-      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    order = variants if rnd % 2 == 0 else variants[::-1]
+    for n, count, flags in order:
+      env = dict(os.environ, XLA_FLAGS=" ".join(
+          [f"--xla_force_host_platform_device_count={count}"] + flags))
       cmd = [sys.executable, str(HERE / "train_step_bench.py"), f"--config={args.config}",
              f"--batch={args.batch}", f"--steps={args.steps}", "--json"]
       out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -85,7 +99,9 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--rounds", type=int, default=2)
-  parser.add_argument("--devices", default="1,2,4", help="comma-separated device counts ('' skips)")
+  parser.add_argument("--devices", default="1,2,4",
+                      help="comma-separated device counts ('' skips); a count may carry extra XLA "
+                           "flags after '+', e.g. 2+--xla_cpu_multi_thread_eigen=false")
   parser.add_argument("--dtypes", action="store_true", help="also time bfloat16 vs float32")
   args = parser.parse_args()
   if args.devices:
