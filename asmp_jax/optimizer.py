@@ -17,8 +17,9 @@ def _cosine(t) -> optax.Schedule:
   """Half a cosine from ``learning_rate`` at the end of the warm-up to
   ``learning_rate * lr_end_fraction`` at ``num_train_steps``, constant after it."""
   warmup = int(t.get("warmup_steps", 0))
-  return optax.cosine_decay_schedule(t.learning_rate, max(1, t.num_train_steps - warmup),
-                                     alpha=float(t.get("lr_end_fraction", 0.0)))
+  cosine = optax.cosine_decay_schedule(t.learning_rate, max(1, t.num_train_steps - warmup),
+                                       alpha=float(t.get("lr_end_fraction", 0.0)))
+  return lambda step: cosine(jnp.maximum(step - warmup, 0))
 
 
 def _piecewise(t) -> optax.Schedule:
@@ -64,11 +65,9 @@ def learning_rate_schedule(config_train) -> optax.Schedule:
   warmup = int(config_train.get("warmup_steps", 0))
   if warmup <= 0:
     return base
-  cosine = schedule_name(config_train) == "cosine"
 
   def schedule(step):
-    ramp = jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup)
-    return ramp * base(jnp.maximum(step - warmup, 0) if cosine else step)
+    return jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup) * base(step)
   return schedule
 
 
