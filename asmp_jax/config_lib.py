@@ -156,7 +156,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.lr_values = ()
   # The schedule when lr_values is empty (asmp_jax.optimizer.SCHEDULES): "staircase" (the three
   # keys above) | "cosine" (half a cosine from learning_rate to learning_rate * lr_end_fraction
-  # at num_train_steps).
+  # at num_train_steps) | "piecewise" (lr_boundaries/lr_values, which select it when set).
   t.lr_schedule = "staircase"
   t.lr_end_fraction = 0.0
   # Linear warm-up from 0 over the first warmup_steps steps, on top of any schedule.

@@ -47,10 +47,8 @@ def schedule_name(config_train) -> str:
   if tuple(config_train.get("lr_values", ())):
     return "piecewise"
   name = config_train.get("lr_schedule", "staircase")
-  if name not in SCHEDULES or name == "piecewise":
-    raise ValueError(f"config.train.lr_schedule must be one of "
-                     f"{sorted(set(SCHEDULES) - {'piecewise'})} (or set lr_values for a "
-                     f"piecewise schedule), got {name!r}")
+  if name not in SCHEDULES:
+    raise ValueError(f"config.train.lr_schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
   return name
 
 

@@ -410,6 +410,9 @@ def test_cosine_schedule_warm_up_and_their_refusals():
   t.lr_schedule = "linear"
   with pytest.raises(config_lib.ConfigError, match="lr_schedule must be one of"):
     config_lib.validate(config)
+  t.lr_schedule = "piecewise"  # by name, without lr_values: the piecewise refusal
+  with pytest.raises(config_lib.ConfigError, match="lr_boundaries"):
+    config_lib.validate(config)
   t.lr_schedule, t.warmup_steps = "cosine", -1
   with pytest.raises(config_lib.ConfigError, match="warmup_steps"):
     config_lib.validate(config)
