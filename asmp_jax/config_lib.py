@@ -136,6 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Per-bin weight of L_cyc: "" (the target's own: none for ibm, log1p for ratio) | none | log1p |
   # mag (see asmp_jax.losses.MASK_WEIGHTS).
   lo.mask_weight = ""
+  # How L_cyc scores the masks: l1 (paper) | bce (binary cross-entropy from the logits; needs
+  # mask_target="ibm"; see asmp_jax.losses.cyclic_bce_loss).
+  lo.mask_loss = "l1"
   # L_dir's slot matching: False = eq. 3's minimum over permutations in every window (paper);
   # True = the permutation L_cons chose for the clip, so each slot's direction head answers for
   # the source that slot separates (the matching the evaluation uses).
@@ -254,6 +257,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = f">= {low}" if low_ok else f"> {low}"
       raise ConfigError(f"config.{name}={x!r} is out of range (must be {bound}"
                        + (f" and < {high})" if high is not None else ")"))
+  if "loss" in config:
+    from asmp_jax import losses  # pylint: disable=g-import-not-at-top
+    try:
+      losses.mask_settings(config.loss)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   if "train" in config:
     from asmp_jax import optimizer  # pylint: disable=g-import-not-at-top
     try:

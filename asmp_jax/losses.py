@@ -46,6 +46,9 @@ MASK_TARGETS = ("ibm", "ratio")
 # code's and Sound of Pixels' weight) or "mag" (``X_mix`` over its mean per example: the L1 of the
 # masked magnitudes, which is what SDR scores).
 MASK_WEIGHTS = ("", "none", "log1p", "mag")
+# How L_cyc compares a video's slot masks with its ideal binary mask: "l1" (the paper's L1 of the
+# masks' sum) or "bce" (`cyclic_bce_loss`, binary cross-entropy of their union, from the logits).
+MASK_LOSSES = ("l1", "bce")
 
 
 def pairwise_cross_entropy(logits: Array, labels: Array) -> Array:
@@ -186,6 +189,35 @@ def cyclic_mask_loss(masks: Array, source_mask: Array, target: Array,
   return _mean(per_example), per_example
 
 
+def cyclic_bce_loss(mask_logits: Array, source_mask: Array, target: Array,
+                    weight: Array | None = None) -> tuple[Array, Array]:
+  """L_cyc as binary cross-entropy: a video's valid slot masks against its ideal binary mask.
+
+  A video's mask is the union of its slots' masks, ``p = 1 - prod_i (1 - M_i)`` (for one valid
+  slot, ``p = M``), computed from the logits in log space: ``log(1 - p) = -sum_i softplus(z_i)``
+  and ``log p = log(-expm1(log(1 - p)))``. Unlike the L1 of sigmoid masks, whose gradient in the
+  logits vanishes as a wrong bin saturates, a wrong bin's gradient here is ``p - target``.
+
+  Args:
+    mask_logits: ``[B, U, S, H, W]``, the masks before their sigmoid.
+    source_mask: ``[B, U, S]`` bool (invalid slots are left out of the union).
+    target: ``[B, U, H, W]`` in [0, 1] (`ibm_target`).
+    weight: optional, broadcastable to ``[B, U, H, W]``.
+
+  Returns:
+    ``(loss, per_example [B])``: per video ``mean_{H,W}(weight * bce)``, summed over the videos.
+  """
+  m = source_mask.astype(jnp.float32)[..., None, None]
+  log_not_p = -jnp.sum(jax.nn.softplus(mask_logits.astype(jnp.float32)) * m, axis=2)
+  # Clamped only where every valid logit is below about -69 (float32 softplus near underflow).
+  log_p = jnp.log(-jnp.expm1(jnp.minimum(log_not_p, -1e-30)))
+  bce = -(target * log_p + (1.0 - target) * log_not_p)
+  if weight is not None:
+    bce = bce * weight
+  per_example = jnp.sum(jnp.mean(bce, axis=(-2, -1)), axis=-1)
+  return _mean(per_example), per_example
+
+
 def ibm_target(video_mags: Array) -> Array:
   """Ideal binary mask of each video in the mixture (paper): ``1[X_u > max_{v != u} X_v]``.
 
@@ -260,6 +292,25 @@ def _cfg(loss_config: Any, key: str) -> Any:
     raise ValueError(f"config.loss.{key} is missing") from None
 
 
+def mask_settings(loss_config: Any) -> tuple[str, str, str]:
+  """``(mask_target, mask_weight, mask_loss)`` of ``loss_config``, the weight's "" resolved to the
+  target's own; a ValueError naming the key for a value outside its registry or a BCE on a
+  target that is not binary."""
+  target = _cfg(loss_config, "mask_target")
+  if target not in MASK_TARGETS:
+    raise ValueError(f"config.loss.mask_target must be one of {MASK_TARGETS}, got {target!r}")
+  weight = _cfg(loss_config, "mask_weight")
+  if weight not in MASK_WEIGHTS:
+    raise ValueError(f"config.loss.mask_weight must be one of {MASK_WEIGHTS}, got {weight!r}")
+  mask_loss = _cfg(loss_config, "mask_loss")
+  if mask_loss not in MASK_LOSSES:
+    raise ValueError(f"config.loss.mask_loss must be one of {MASK_LOSSES}, got {mask_loss!r}")
+  if mask_loss == "bce" and target != "ibm":
+    raise ValueError("config.loss.mask_loss='bce' needs config.loss.mask_target='ibm' (a binary "
+                     f"target), got {target!r}")
+  return target, weight or ("none" if target == "ibm" else "log1p"), mask_loss
+
+
 def _matched_accuracy(logits: Array, labels: Array, assignment: Array,
                       valid: Array) -> tuple[Array, Array]:
   """Correct and counted predictions after matching: returns ``(num_correct, num_valid)``."""
@@ -279,7 +330,8 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
       ``dir_valid [B, U, S, Wd]``, ``video_mag_warped [B, U, H, W]`` (linear, warped domain),
       ``mix_log_mag [B, H, W]``.
     loss_config: ``lambda_cons``, ``lambda_cyc``, ``lambda_ortho``, ``lambda_dir``,
-      ``mask_target`` ("ibm" | "ratio"), ``mask_weight``, ``share_direction_permutation``
+      ``mask_target`` ("ibm" | "ratio"), ``mask_weight``, ``mask_loss`` ("l1" | "bce", which
+      reads ``outputs["mask_logits"]``), ``share_direction_permutation``
       (every key required: `asmp_jax.config_lib.base_config` holds their defaults).
 
   Returns:
@@ -289,11 +341,11 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
     (fraction of bins where ``sum_i M_i > 0.5`` agrees with the ideal binary mask).
   """
   lam = {k: float(_cfg(loss_config, f"lambda_{k}")) for k in ("cons", "cyc", "ortho", "dir")}
-  target_kind = _cfg(loss_config, "mask_target")
-  if target_kind not in MASK_TARGETS:
-    raise ValueError(f"config.loss.mask_target must be one of {MASK_TARGETS}, got "
-                     f"{target_kind!r}")
+  target_kind, weight_kind, mask_loss = mask_settings(loss_config)
   share = bool(_cfg(loss_config, "share_direction_permutation"))
+  if mask_loss == "bce" and "mask_logits" not in outputs:
+    raise ValueError("config.loss.mask_loss='bce' needs the model's mask logits; this model "
+                     f"(outputs {sorted(outputs)}) gives only its masks: use mask_loss='l1'")
 
   source_mask = batch["source_mask"].astype(bool)
   cons_logits = outputs["cons_logits"].astype(jnp.float32)
@@ -316,11 +368,6 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   video_mags = batch["video_mag_warped"]
   ibm = ibm_target(video_mags)
   masks = outputs["masks"].astype(jnp.float32)
-  weight_kind = _cfg(loss_config, "mask_weight") or (
-      "none" if target_kind == "ibm" else "log1p")
-  if weight_kind not in MASK_WEIGHTS:
-    raise ValueError(f"config.loss.mask_weight must be one of {MASK_WEIGHTS}, got "
-                     f"{weight_kind!r}")
   mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
   target = ibm if target_kind == "ibm" else ratio_target(video_mags, mix_mag)
   weight = None
@@ -328,7 +375,10 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
     weight = ratio_weight(mix_mag)
   elif weight_kind == "mag":
     weight = magnitude_weight(mix_mag)
-  _, cyc_per_ex = cyclic_mask_loss(masks, source_mask, target, weight)
+  if mask_loss == "bce":
+    _, cyc_per_ex = cyclic_bce_loss(outputs["mask_logits"], source_mask, target, weight)
+  else:
+    _, cyc_per_ex = cyclic_mask_loss(masks, source_mask, target, weight)
   _, ortho_per_ex = orthogonality_loss(outputs["embeddings"], source_mask)
 
   terms = {"cons": jnp.mean(cons_per_ex), "cyc": jnp.mean(cyc_per_ex),

@@ -307,7 +307,7 @@ def test_authors_variant_trains(converted):
                dir_valid=np.ones((1, 2, 3, 6), bool))
   loss_cfg = ml_collections.ConfigDict(dict(lambda_cons=0.05, lambda_cyc=1.0, lambda_ortho=1.0,
                                             lambda_dir=0.05, mask_target="ibm", mask_weight="",
-                                            share_direction_permutation=False))
+                                            mask_loss="l1", share_direction_permutation=False))
 
   def loss_fn(p):
     out, upd = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, batch,

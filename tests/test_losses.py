@@ -256,7 +256,8 @@ def _fake_outputs_and_batch(seed, perfect=False):
 
 
 LOSS_CFG = {"lambda_cons": 0.05, "lambda_cyc": 1.0, "lambda_ortho": 1.0, "lambda_dir": 0.05,
-            "mask_target": "ibm", "mask_weight": "", "share_direction_permutation": False}
+            "mask_target": "ibm", "mask_weight": "", "mask_loss": "l1",
+            "share_direction_permutation": False}
 
 
 @pytest.mark.parametrize("target", ["ibm", "ratio"])
@@ -327,6 +328,70 @@ def test_total_loss_config_errors():
   with pytest.raises(ValueError, match="mask_target"):
     losses.total_loss(outputs, batch, dict(LOSS_CFG, mask_target="soft"))
   # Every key is required (base_config holds the defaults): a missing one is named.
-  for key in ("mask_weight", "share_direction_permutation"):
+  for key in ("mask_weight", "mask_loss", "share_direction_permutation"):
     with pytest.raises(ValueError, match=f"config.loss.{key} is missing"):
       losses.total_loss(outputs, batch, {k: v for k, v in LOSS_CFG.items() if k != key})
+
+
+def _bce_reference(logits, source_mask, target, weight):
+  """float64 numpy: BCE of the union 1 - prod(1 - sigmoid(z)) of the valid slots, per example."""
+  sig = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+  m = source_mask[..., None, None].astype(np.float64)
+  p = 1.0 - np.prod(1.0 - sig * m, axis=2)
+  bce = -(target * np.log(p) + (1.0 - target) * np.log1p(-p)) * weight
+  return bce.mean(axis=(2, 3)).sum(1)
+
+
+def test_cyclic_bce_loss_is_the_cross_entropy_of_the_slots_union():
+  rng = np.random.default_rng(21)
+  logits = rng.normal(0, 2, (2, 2, 3, 8, 8)).astype(np.float32)
+  source_mask = np.array([[[True, False, True], [True, True, True]],
+                          [[False, True, False], [True, False, False]]])
+  target = (rng.random((2, 2, 8, 8)) > 0.5).astype(np.float32)
+  weight = rng.random((2, 1, 8, 8)).astype(np.float32) + 0.5
+  loss, per_ex = losses.cyclic_bce_loss(logits, source_mask, target, weight)
+  want = _bce_reference(logits, source_mask, target, weight)
+  np.testing.assert_allclose(np.asarray(per_ex), want, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), want.mean(), rtol=1e-5)
+  # One valid slot: the usual sigmoid cross-entropy of that slot's logits.
+  one = np.array([[[True, False, False]] * 2] * 2)
+  _, per_ex = losses.cyclic_bce_loss(logits, one, target)
+  z = logits[:, :, 0].astype(np.float64)
+  ref = (np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))).mean(axis=(2, 3)).sum(1)
+  np.testing.assert_allclose(np.asarray(per_ex), ref, rtol=1e-5)
+
+
+def test_cyclic_bce_loss_keeps_the_gradient_of_saturated_wrong_bins():
+  # Confidently wrong bins (|z| = 40, where a float32 sigmoid is exactly 0 or 1) keep a gradient
+  # of about -+1 per bin, where the L1 of the sigmoid masks has none; the loss stays finite.
+  z = np.array([40.0, -40.0, 40.0, -40.0], np.float32).reshape(1, 1, 1, 1, 4)
+  target = np.array([0.0, 1.0, 1.0, 0.0], np.float32).reshape(1, 1, 1, 4)
+  mask = np.ones((1, 1, 1), bool)
+  bce = lambda x: losses.cyclic_bce_loss(x, mask, target)[0]
+  l1 = lambda x: losses.cyclic_mask_loss(jax.nn.sigmoid(x), mask, target)[0]
+  g = np.asarray(jax.grad(bce)(z)).ravel() * 4          # per bin, undoing the mean over 4 bins
+  np.testing.assert_allclose(g, [1.0, -1.0, 0.0, 0.0], atol=1e-6)
+  assert np.isfinite(float(bce(z)))
+  np.testing.assert_allclose(float(bce(z)), 40.0 / 2, rtol=1e-3)   # two bins at 40 nats, mean
+  assert np.abs(np.asarray(jax.grad(l1)(z))).max() < 1e-12
+
+
+def test_total_loss_with_the_bce_mask_loss_and_its_refusals():
+  outputs, batch = _fake_outputs_and_batch(16)
+  rng = np.random.default_rng(16)
+  logits = rng.normal(0, 1, outputs["masks"].shape).astype(np.float32)
+  outputs = dict(outputs, mask_logits=logits, masks=np.asarray(jax.nn.sigmoid(logits)))
+  cfg = dict(LOSS_CFG, mask_loss="bce", mask_weight="mag")
+  _, m = losses.total_loss(outputs, batch, cfg)
+  mags = batch["video_mag_warped"].astype(np.float64)
+  mix = np.exp(batch["mix_log_mag"]).astype(np.float64)
+  tgt = (mags > mags[:, ::-1]).astype(np.float64)
+  w = (mix / mix.mean(axis=(1, 2), keepdims=True))[:, None]
+  want = _bce_reference(logits, batch["source_mask"], tgt, w).mean()
+  np.testing.assert_allclose(float(m["loss_cyc"]), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="mask_loss='bce' needs config.loss.mask_target='ibm'"):
+    losses.total_loss(outputs, batch, dict(cfg, mask_target="ratio"))
+  with pytest.raises(ValueError, match="mask logits"):
+    losses.total_loss({k: v for k, v in outputs.items() if k != "mask_logits"}, batch, cfg)
+  with pytest.raises(ValueError, match="config.loss.mask_loss must be one of"):
+    losses.total_loss(outputs, batch, dict(cfg, mask_loss="l2"))

@@ -142,6 +142,8 @@ def test_full_model_output_shapes_and_ranges(train_step_result):
     assert np.all(np.isfinite(np.asarray(v)))
   masks = np.asarray(out["masks"])
   assert masks.min() >= 0.0 and masks.max() <= 1.0
+  # The logits (loss.mask_loss="bce") are the masks before their sigmoid.
+  np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(out["mask_logits"])), masks, rtol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(out["embeddings"]), axis=-1), 1.0,
                              rtol=1e-5)
   # sep_log_mag is log(mask * mixture magnitude + eps).

@@ -93,7 +93,7 @@ def flax_and_twin():
   model = models.create_model(TINY)
   batch = _batch(3)
   variables = _perturbed_variables(model, batch)
-  loss_cfg = ml_collections.ConfigDict(dict(mask_target="ibm", mask_weight="",
+  loss_cfg = ml_collections.ConfigDict(dict(mask_target="ibm", mask_weight="", mask_loss="l1",
                                             share_direction_permutation=False,
                                             **{f"lambda_{k}": v for k, v in LAMBDAS.items()}))
 

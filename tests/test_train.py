@@ -418,6 +418,21 @@ def test_cosine_schedule_warm_up_and_their_refusals():
     config_lib.validate(config)
 
 
+def test_the_mask_loss_is_checked_before_any_work():
+  from asmp_jax import config_lib  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config_lib.validate(config)
+  config.loss.mask_loss = "bce"
+  config_lib.validate(config)
+  config.loss.mask_target = "ratio"  # BCE needs a binary target
+  with pytest.raises(config_lib.ConfigError, match="mask_loss='bce' needs"):
+    config_lib.validate(config)
+  config.loss.mask_loss = "l2"
+  with pytest.raises(config_lib.ConfigError, match="mask_loss must be one of"):
+    config_lib.validate(config)
+
+
 def test_resuming_a_cosine_run_for_longer_names_its_new_rate():
   from asmp_jax import optimizer, run_folder  # pylint: disable=g-import-not-at-top
   import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top

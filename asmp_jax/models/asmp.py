@@ -8,6 +8,7 @@ every array, see `BATCH_DTYPES`) to::
 
   embeddings   [B, U, S, E]          unit-norm conditioning vectors y_hat (float32)
   masks        [B, U, S, H, W]       sigmoid masks in [0, 1], warped-frequency domain (float32)
+  mask_logits  [B, U, S, H, W]       the masks before the sigmoid (float32; loss.mask_loss="bce")
   sep_log_mag  [B, U, S, H, W]       log(mask * exp(mix_log_mag) + sep_log_eps) (float32)
   cons_logits  [B, U, S, K]          consistency-classifier logits (float32)
   dir_logits   [B, U, S, Wd, D]      direction logits per 1 s window (float32)
@@ -265,7 +266,9 @@ class ASMP(nn.Module):
     u, s, e = batch["source_mask"].shape[1], sp.num_slots, sp.embed_dim
     out = self.embed(batch, train)
     emb = out["embeddings"]
-    masks = self.separate(mix, emb.reshape(b, u * s, e), train).reshape(b, u, s, h, w)
+    mask_logits = self.unet(mix, emb.reshape(b, u * s, e), train, logits=True)
+    out["mask_logits"] = mask_logits.reshape(b, u, s, h, w)
+    masks = jax.nn.sigmoid(out["mask_logits"])
     out["masks"] = masks
     sep = jnp.log(masks * jnp.exp(mix)[:, None, None] + sp.sep_log_eps)
     out["sep_log_mag"] = sep

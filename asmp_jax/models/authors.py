@@ -357,10 +357,11 @@ class AuthorsASMP(nn.Module):
     u, s = batch["source_mask"].shape[1], sp.num_slots
     out = self.embed(batch, train)
     emb = out["embeddings"]
-    masks = self.separate(mix, emb.reshape(b, u * s, -1), train).reshape(b, u, s, h, w)
+    logits = self.unet(mix, emb.reshape(b, u * s, -1), train, logits=True).reshape(b, u, s, h, w)
+    masks = jax.nn.sigmoid(logits)
     sep = jnp.log(masks * jnp.exp(mix)[:, None, None] + sp.sep_log_eps)
     flat = sep.reshape(b * u * s, h, w)
-    out.update(masks=masks, sep_log_mag=sep,
+    out.update(masks=masks, mask_logits=logits, sep_log_mag=sep,
                cons_logits=self.consistency(flat, train).reshape(b, u, s, sp.num_classes),
                dir_logits=self.direction(flat, None, train).reshape(
                    b, u, s, sp.num_dir_windows, sp.num_direction_classes))

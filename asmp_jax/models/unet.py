@@ -83,16 +83,17 @@ class ConditionedUNet(nn.Module):
     return y.reshape(lead + y.shape[1:])
 
   @nn.compact
-  def __call__(self, spec: Array, cond: Array, train: bool) -> Array:
+  def __call__(self, spec: Array, cond: Array, train: bool, logits: bool = False) -> Array:
     """Separates one mixture spectrogram under ``C`` conditionings.
 
     Args:
       spec: ``[B, H, W]`` log-magnitude mixture spectrogram (H, W divisible by 128).
       cond: ``[B, C, E]`` conditioning vectors (unit-normalised embeddings).
       train: BatchNorm uses batch statistics (and updates ``batch_stats``) when True.
+      logits: return the masks' logits (before the sigmoid) instead of the masks.
 
     Returns:
-      masks ``[B, C, H, W]`` float32 in [0, 1].
+      masks ``[B, C, H, W]`` float32 in [0, 1] (or their float32 logits).
     """
     if spec.ndim != 3:
       raise ValueError(f"ConditionedUNet: spec must be [B, H, W], got shape {spec.shape}")
@@ -134,4 +135,5 @@ class ConditionedUNet(nn.Module):
         y = conv(y, skips[n_layers - 1 - i])
       if i < n_layers - 1:
         y = nn.relu(self._norm(y, train, f"up{i + 1}"))
-    return jax.nn.sigmoid(y[..., 0].astype(jnp.float32))
+    y = y[..., 0].astype(jnp.float32)
+    return y if logits else jax.nn.sigmoid(y)
