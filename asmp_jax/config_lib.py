@@ -108,6 +108,13 @@ def base_config() -> ml_collections.ConfigDict:
   # U-Net normalisation: "batch" (paper) | "group" (GroupNorm: each mask independent of the rest
   # of the batch, the same in training and inference).
   m.unet_norm = "batch"
+  # Where the slot embedding enters the U-Net's decoder: "bottleneck" (paper: tiled and
+  # concatenated at the bottleneck) | "film" (also a zero-initialised scale and shift of every
+  # decoder layer's channels; asmp_jax.models.unet).
+  m.unet_conditioning = "bottleneck"
+  # The U-Net's grid: the 256x256 log-magnitude averaged over unet_pool x unet_pool bins, its mask
+  # logits resized back (1 = paper; 2 = a quarter of the convolution work; asmp_jax.models.unet).
+  m.unet_pool = 1
   # Direction head conditioning: False = every 1 s slice of a crop sees the embedding of the
   # crop's first window's graph (the one conditioning the U-Net); True = each slice sees the
   # embedding of its own window's graph (same encoder; the pipeline then emits window_* arrays).

@@ -44,7 +44,7 @@ MASK_TARGETS = ("ibm", "ratio")
 # Weight of each time-frequency bin in L_cyc: "" = the target's own (ibm: none, as the paper;
 # ratio: log1p, as the public code), "none", "log1p" (``clip(log1p(X_mix), 1e-3, 10)``, the public
 # code's and Sound of Pixels' weight) or "mag" (``X_mix`` over its mean per example: the L1 of the
-# masked magnitudes, which is what SDR scores).
+# masked magnitudes, which is what SDR scores). `mask_weight_map` computes them.
 MASK_WEIGHTS = ("", "none", "log1p", "mag")
 # How L_cyc compares a video's slot masks with its ideal binary mask: "l1" (the paper's L1 of the
 # masks' sum) or "bce" (`cyclic_bce_loss`, binary cross-entropy of their union, from the logits).
@@ -265,6 +265,13 @@ def magnitude_weight(mix_mag: Array) -> Array:
   return (m / jnp.maximum(jnp.mean(m, axis=(-2, -1), keepdims=True), 1e-10))[:, None]
 
 
+def mask_weight_map(weight_kind: str, mix_mag: Array) -> Array | None:
+  """The per-bin weight of L_cyc named by ``weight_kind`` (a resolved `MASK_WEIGHTS` entry other
+  than ""), ``[B, 1, H, W]``, or None for "none"."""
+  return {"none": lambda m: None, "log1p": ratio_weight,
+          "mag": magnitude_weight}[weight_kind](mix_mag)
+
+
 def orthogonality_loss(embeddings: Array, source_mask: Array) -> tuple[Array, Array]:
   """Eq. 1: ``sum_{i != j, both valid} (y_i . y_j)^2`` per video, summed over videos.
 
@@ -370,11 +377,7 @@ def total_loss(outputs: Mapping[str, Array], batch: Mapping[str, Array],
   masks = outputs["masks"].astype(jnp.float32)
   mix_mag = jnp.exp(batch["mix_log_mag"].astype(jnp.float32))
   target = ibm if target_kind == "ibm" else ratio_target(video_mags, mix_mag)
-  weight = None
-  if weight_kind == "log1p":
-    weight = ratio_weight(mix_mag)
-  elif weight_kind == "mag":
-    weight = magnitude_weight(mix_mag)
+  weight = mask_weight_map(weight_kind, mix_mag)
   if mask_loss == "bce":
     _, cyc_per_ex = cyclic_bce_loss(outputs["mask_logits"], source_mask, target, weight)
   else:

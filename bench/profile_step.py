@@ -32,10 +32,13 @@ def main() -> None:
   parser.add_argument("--feature_dim", type=int, default=2048, help="node feature size")
   parser.add_argument("--num_classes", type=int, default=15, help="K (ASIW: 14 + background)")
   parser.add_argument("--top", type=int, default=12, help="op kinds to print")
+  parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override a config value (repeatable), e.g. model.unet_pool=2")
   parser.add_argument("--trace_dir", default="", help="default: a new temporary directory")
   args = parser.parse_args()
 
   config = tsb.load_config(args.config)
+  tsb.apply_settings(config, args.set)
   config.model.node_feature_dim = args.feature_dim
   config.model.num_classes = args.num_classes
   compiled, state, batch, info = tsb.compile_train_step(config, args.batch)

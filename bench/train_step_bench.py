@@ -16,11 +16,14 @@ grain input pipeline on a prepared data set (batches/s), for comparison with the
       --pipeline_data_dir=$HOME/tensorflow_datasets [--pipeline_only]
   python bench/train_step_bench.py --config=configs/synthetic.py --batch=8 --steps=10 \
       --dir_window_graphs   # the direction head's per-window graphs (config.model)
+  # any config value, e.g. the U-Net on a 2x2-pooled grid:
+  python bench/train_step_bench.py --config=configs/synthetic_benchmark.py --set model.unet_pool=2
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import json
 import statistics
@@ -135,6 +138,23 @@ def time_pipeline(config, data_dir: str, batch_size: int, batches: int) -> float
   return batches / (time.perf_counter() - t0)
 
 
+def apply_settings(config, settings) -> None:
+  """Sets each ``section.key=value`` of ``settings`` on ``config`` (the value read as a Python
+  literal, else as a string); an unknown key is refused by name."""
+  for item in settings:
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+      raise SystemExit(f"--set {item!r}: expected section.key=value")
+    section, leaf = key.split(".", 1)
+    if section not in config or leaf not in config[section]:
+      raise SystemExit(f"--set {item!r}: config has no key {key}")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    config[section][leaf] = value
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="configs/asiw.py")
@@ -151,9 +171,12 @@ def main():
                       help="override config.model.unet_width_mult (0: the config's)")
   parser.add_argument("--dir_window_graphs", action="store_true",
                       help="set config.model.dir_window_graphs (each direction window's own graph)")
+  parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override a config value (repeatable), e.g. model.unet_pool=2")
   parser.add_argument("--json", action="store_true", help="print one JSON line (for scripts)")
   args = parser.parse_args()
   config = load_config(args.config)
+  apply_settings(config, args.set)
   if args.pipeline_data_dir:
     rate = time_pipeline(config, args.pipeline_data_dir, args.batch, args.pipeline_batches)
     print(f"grain pipeline ({config.data.name}/{config.data.builder_config}, batch {args.batch}, "

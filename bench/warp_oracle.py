@@ -9,9 +9,12 @@ videos) of:
   * the mixture as both estimates;
   * the ideal binary mask on the linear STFT rows (the evaluation's oracle);
   * the ideal binary mask computed on the warped magnitudes and unwarped: the best binary mask a
-    model on the warped grid can output.
+    model on the warped grid can output;
+  * with ``--pool=p > 1``, the ideal binary mask of the warped magnitudes averaged over ``p x p``
+    bins, resized back as the U-Net resizes its logits (``config.model.unet_pool``) and unwarped.
 
-  python bench/warp_oracle.py [--config=configs/synthetic.py] [--split=test] [--pairs=30]
+  python bench/warp_oracle.py [--config=configs/synthetic.py] [--split=test] [--pairs=30] [--pool=2]
+      [--builder_config=octant]
 """
 from __future__ import annotations
 
@@ -26,21 +29,29 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from asmp_jax import audio, datasets, metrics  # noqa: E402
+from asmp_jax.models.unet import pool_grid, unpool_grid  # noqa: E402
 from train_step_bench import load_config  # noqa: E402  (bench/ is this script's sys.path[0])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=str(REPO / "configs/synthetic.py"))
+  parser.add_argument("--builder_config", default="", help="override config.data.builder_config")
   parser.add_argument("--split", default="test")
   parser.add_argument("--pairs", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--pool", type=int, default=1, help="also the mask pooled p x p (p > 1)")
   args = parser.parse_args()
   config = load_config(args.config)
+  if args.builder_config:
+    config.data.builder_config = args.builder_config
   source = datasets.data_source(datasets.get_builder(config.data), args.split)
   rng = np.random.default_rng(args.seed)
   scores = {"mixture": [], "ideal binary mask, linear rows": [],
             "ideal binary mask, warped grid (unwarped)": []}
+  pooled_name = f"ideal binary mask, warped grid pooled {args.pool}x{args.pool} (resized, unwarped)"
+  if args.pool > 1:
+    scores[pooled_name] = []
   for _ in range(args.pairs):
     a, b = rng.choice(len(source), size=2, replace=False)
     wav = np.stack([np.asarray(source[int(i)]["audio"][:audio.CROP], np.float32) / 32767.0
@@ -52,8 +63,14 @@ def main() -> None:
     warped_mask = audio.log_freq_unwarp(audio.ideal_binary_mask(audio.log_freq_warp(mags)))
     warped = audio.masks_to_waveforms(warped_mask, mix, audio.CROP)
     mixture = jnp.broadcast_to(audio.istft(mix, audio.CROP), wav.shape)
+    estimates = [mixture, linear, warped]
+    if args.pool > 1:
+      warped_mags = audio.log_freq_warp(mags)
+      small = audio.ideal_binary_mask(pool_grid(warped_mags, args.pool))
+      pooled_mask = audio.log_freq_unwarp(unpool_grid(small, warped_mags.shape[-2:]))
+      estimates.append(audio.masks_to_waveforms(pooled_mask, mix, audio.CROP))
     ref = wav.astype(np.float64)
-    for name, est in zip(scores, (mixture, linear, warped)):
+    for name, est in zip(scores, estimates):
       sdr = metrics.bss_eval_sources(ref, np.asarray(est, np.float64))[0]
       scores[name].append(float(np.mean(sdr)))
   print(f"{args.pairs} {args.split} pairs (seed {args.seed}), first {audio.CROP} samples; "

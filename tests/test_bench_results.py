@@ -133,3 +133,16 @@ def test_direction_ceiling_feature_windows_skip_windows_without_the_node():
   np.testing.assert_array_equal(labels, [1, 2, 3, 4, 5, 6])  # only the crop starting on window 1
   np.testing.assert_array_equal(first[:, 0], [1] * 6)
   np.testing.assert_array_equal(offset, range(6))
+
+
+def test_train_step_bench_sets_config_values_by_name(monkeypatch):
+  monkeypatch.syspath_prepend(str(REPO / "bench"))
+  bench = _load("train_step_bench")
+  config = bench.load_config(str(REPO / "configs/synthetic_benchmark.py"))
+  bench.apply_settings(config, ["model.unet_pool=2", "model.unet_conditioning=film",
+                                "train.lr_boundaries=()"])
+  assert config.model.unet_pool == 2 and config.model.unet_conditioning == "film"
+  assert tuple(config.train.lr_boundaries) == ()
+  for bad in ("model.unet_pools=2", "unet_pool=2", "model.unet_pool"):
+    with pytest.raises(SystemExit, match="--set"):
+      bench.apply_settings(config, [bad])

@@ -534,6 +534,64 @@ def test_unet_cond_scale_multiplies_the_conditioning(train_step_result):
   assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-4
 
 
+def test_unet_film_starts_as_the_paper_network_and_conditions_every_decoder_layer(
+    train_step_result):
+  rng = np.random.default_rng(10)
+  spec = rng.normal(size=(2, H, H)).astype(np.float32) * 3
+  cond = rng.normal(size=(2, 3, 16)).astype(np.float32)
+  variables = {c: train_step_result["variables"][c]["unet"] for c in ("params", "batch_stats")}
+  film = unet.ConditionedUNet(0.125, conditioning="film")
+  film_vars = film.init(jax.random.key(0), spec, cond, False)
+  film_names = sorted(k for k in film_vars["params"] if k.endswith("_film"))
+  assert film_names == [f"up{i}_film" for i in range(1, 7)]  # every decoder layer but the mask
+  # The paper network's parameters plus zero FiLM maps: the paper network's masks.
+  params = dict(variables["params"], **{k: film_vars["params"][k] for k in film_names})
+  assert all(not np.asarray(leaf).any() for k in film_names
+             for leaf in jax.tree.leaves(params[k]))
+  run = _FastJit(lambda v, s, c: film.apply(v, s, c, False))
+  plain = unet.ConditionedUNet(0.125)
+  ref = np.asarray(_FastJit(lambda v, s, c: plain.apply(v, s, c, False))(variables, spec, cond))
+  np.testing.assert_allclose(np.asarray(run(dict(variables, params=params), spec, cond)), ref,
+                             rtol=1e-6, atol=1e-6)
+  # A non-zero map on one layer: masks then depend on the conditioning there as well.
+  moved = dict(params, up6_film={"kernel": rng.normal(size=params["up6_film"]["kernel"].shape)
+                                 .astype(np.float32) * 0.1,
+                                 "bias": np.zeros_like(params["up6_film"]["bias"])})
+  out = np.asarray(run(dict(variables, params=moved), spec, cond))
+  assert np.abs(out - ref).max() > 1e-3
+  with pytest.raises(ValueError, match="unet_conditioning"):
+    jax.eval_shape(lambda s, c: unet.ConditionedUNet(0.125, conditioning="everywhere").init(
+        jax.random.key(0), s, c, False), spec, cond)
+  with pytest.raises(ValueError, match="config.model.unet_conditioning"):
+    models.create_model(dict(TINY, unet_conditioning="everywhere"))
+
+
+def test_unet_pool_runs_the_same_network_on_the_averaged_grid(train_step_result):
+  rng = np.random.default_rng(11)
+  spec = rng.normal(size=(2, 2 * H, 2 * H)).astype(np.float32) * 3
+  cond = rng.normal(size=(2, 3, 16)).astype(np.float32)
+  variables = {c: train_step_result["variables"][c]["unet"] for c in ("params", "batch_stats")}
+  pooled = unet.ConditionedUNet(0.125, pool=2)
+  plain = unet.ConditionedUNet(0.125)
+  out = np.asarray(_FastJit(lambda v, s, c: pooled.apply(v, s, c, False, logits=True))(
+      variables, spec, cond))
+  assert out.shape == (2, 3, 2 * H, 2 * H)
+  # The 2x2 block means, by hand, through the unpooled network, then resized.
+  blocks = spec.reshape(2, H, 2, H, 2).mean(axis=(2, 4))
+  small = _FastJit(lambda v, s, c: plain.apply(v, s, c, False, logits=True))(variables, blocks,
+                                                                             cond)
+  want = np.asarray(jax.image.resize(small, (2, 3, 2 * H, 2 * H), "bilinear"))
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  # Smooth at the block scale: neighbouring bins differ far less than the pooled ones do.
+  assert np.abs(np.diff(out, axis=-1)).mean() < 0.6 * np.abs(np.diff(np.asarray(small),
+                                                                       axis=-1)).mean()
+  with pytest.raises(ValueError, match="divisible by 384"):
+    jax.eval_shape(lambda s, c: unet.ConditionedUNet(0.125, pool=3).init(
+        jax.random.key(0), s, c, False), spec, cond)
+  with pytest.raises(ValueError, match="config.model.unet_pool"):
+    models.create_model(dict(TINY, unet_pool=0))
+
+
 def test_class_label_mode_conditions_on_the_labels_only():
   model = models.create_model(dict(TINY, graph_mode="class_label"))
   batch = _graph_batch(12)

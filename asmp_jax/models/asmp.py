@@ -49,6 +49,7 @@ from asmp_jax.models import conditioners, inputs
 from asmp_jax.models.classifiers import ConsistencyClassifier, DirectionClassifier
 from asmp_jax.models.inputs import BATCH_DTYPES, WINDOW_BATCH_DTYPES  # noqa: F401  (public here)
 from asmp_jax.models.layers import KERNELS, resolve_dtype
+from asmp_jax.models.unet import CONDITIONINGS as UNET_CONDITIONINGS
 from asmp_jax.models.unet import NORMS as UNET_NORMS, ConditionedUNet
 
 Array = jax.Array
@@ -56,7 +57,7 @@ Array = jax.Array
 _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads", "gat_head_dim",
                       "edgeconv_dim", "num_slots", "num_classes",
                       "num_direction_classes", "dir_window_cols", "dir_window_stride",
-                      "num_dir_windows", "cls_width")
+                      "num_dir_windows", "cls_width", "unet_pool")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -88,6 +89,8 @@ class ModelSpec:
   node_batch_norm: bool
   unet_cond_scale: float
   unet_norm: str
+  unet_conditioning: str
+  unet_pool: int
   dir_window_graphs: bool
 
 
@@ -138,6 +141,9 @@ def spec_from_config(model_config: Any) -> ModelSpec:
   if values["unet_norm"] not in UNET_NORMS:
     raise ValueError(f"config.model.unet_norm must be one of {UNET_NORMS}, got "
                      f"{values['unet_norm']!r}")
+  if values["unet_conditioning"] not in UNET_CONDITIONINGS:
+    raise ValueError(f"config.model.unet_conditioning must be one of {UNET_CONDITIONINGS}, got "
+                     f"{values['unet_conditioning']!r}")
   for key in ("dir_window_graphs", "unet_first_layer_norm", "compact_slots", "node_batch_norm"):
     if not isinstance(values[key], bool):
       raise ValueError(f"config.model.{key} must be True or False, got {values[key]!r}")
@@ -217,6 +223,7 @@ class ASMP(nn.Module):
     nn.share_scope(self, self.conditioner)
     self.unet = ConditionedUNet(sp.unet_width_mult, sp.unet_first_layer_norm,
                                 sp.kernels, float(sp.unet_cond_scale), sp.unet_norm,
+                                conditioning=sp.unet_conditioning, pool=sp.unet_pool,
                                 dtype=dtype)
     self.consistency = ConsistencyClassifier(sp.num_classes, sp.cls_width, sp.cls_blocks,
                                              dtype=dtype, kernels=sp.kernels)

@@ -18,6 +18,19 @@ channels, so `ConvTranspose4x4s2` convolves the skip part once per mixture and b
 result is identical to convolving the concatenation (same parameters), with roughly half the
 decoder FLOPs. BatchNorm statistics in the decoder are over all ``B * C`` decoded maps.
 
+Conditioning (``conditioning``, one of `CONDITIONINGS`): ``"bottleneck"`` (the paper's: the
+tiled vector concatenated at the bottleneck only) or ``"film"`` (the same, and in addition every
+decoder layer but the last scales and shifts its normalised channels by ``1 + gamma(c)`` and
+``beta(c)``, two linear maps of the conditioning vector initialised to zero, so that training
+starts from the paper's network; Perez et al., FiLM, AAAI 2018). FiLM adds
+``2 * E * sum(decoder widths)`` parameters and no convolution work.
+
+Resolution (``pool``): with ``pool = p > 1`` the U-Net runs on the log-magnitude averaged over
+``p x p`` bins (`pool_grid`) and its mask logits are resized back bilinearly (`unpool_grid`):
+about ``p**2`` times less convolution work, masks smooth over ``p x p`` bins (what that costs a
+perfect mask: ``bench/warp_oracle.py --pool=p``). The input must then be divisible by
+``128 * p``.
+
 Normalisation (``norm``): ``"batch"`` (the paper's BatchNorm) or ``"group"`` (GroupNorm, up to 32
 groups, statistics of each decoded map alone). With BatchNorm a mask depends in training on the
 other mixtures and conditionings of the batch (the decoder subtracts their mean), in inference on
@@ -40,6 +53,22 @@ Dtype = Any
 
 BASE_WIDTHS = (64, 128, 256, 512, 512, 512, 512)
 NORMS = ("batch", "group")
+CONDITIONINGS = ("bottleneck", "film")
+
+
+def pool_grid(x: Array, pool: int) -> Array:
+  """Mean of ``x [..., H, W]`` over ``pool x pool`` blocks: ``[..., H / pool, W / pool]``."""
+  if pool == 1:
+    return x
+  *lead, h, w = x.shape
+  return x.reshape(*lead, h // pool, pool, w // pool, pool).mean(axis=(-3, -1))
+
+
+def unpool_grid(x: Array, shape: tuple[int, int]) -> Array:
+  """``x [..., h, w]`` resized bilinearly (half-pixel centres) to ``[..., *shape]``."""
+  if x.shape[-2:] == tuple(shape):
+    return x
+  return jax.image.resize(x, x.shape[:-2] + tuple(shape), "bilinear")
 
 
 def unet_widths(width_mult: float) -> tuple[int, ...]:
@@ -62,6 +91,9 @@ class ConditionedUNet(nn.Module):
     norm: ``"batch"`` (BatchNorm, as the paper) or ``"group"`` (GroupNorm; module docstring).
     cond_first: the tiled conditioning comes before the bottleneck's audio channels in the first
       decoder layer's input (the public code's order, `asmp_jax.models.authors`); after by default.
+    conditioning: where the conditioning enters the decoder, one of `CONDITIONINGS` (module
+      docstring).
+    pool: the U-Net's grid is the input's averaged over ``pool x pool`` bins (module docstring).
     dtype: compute dtype; the returned masks are float32.
   """
   width_mult: float = 1.0
@@ -70,6 +102,8 @@ class ConditionedUNet(nn.Module):
   cond_scale: float = 1.0
   norm: str = "batch"
   cond_first: bool = False
+  conditioning: str = "bottleneck"
+  pool: int = 1
   dtype: Dtype = jnp.float32
 
   def _norm(self, x: Array, train: bool, name: str) -> Array:
@@ -81,6 +115,13 @@ class ConditionedUNet(nn.Module):
     y = nn.GroupNorm(num_groups=groups, epsilon=1e-5, dtype=self.dtype, name=f"{name}_gn")(
         x.reshape((-1,) + x.shape[-3:]))
     return y.reshape(lead + y.shape[1:])
+
+  def _film(self, y: Array, cond: Array, name: str) -> Array:
+    """``y [B, C, h, w, f] * (1 + gamma(cond)) + beta(cond)``, gamma and beta zero at init."""
+    gamma_beta = nn.Dense(2 * y.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                          name=f"{name}_film")(cond.astype(self.dtype) * self.cond_scale)
+    gamma, beta = jnp.split(gamma_beta[:, :, None, None, :], 2, axis=-1)
+    return y * (1 + gamma) + beta
 
   @nn.compact
   def __call__(self, spec: Array, cond: Array, train: bool, logits: bool = False) -> Array:
@@ -103,10 +144,18 @@ class ConditionedUNet(nn.Module):
     if self.norm not in NORMS:
       raise ValueError(f"ConditionedUNet: norm must be one of {NORMS} (config.model.unet_norm), "
                        f"got {self.norm!r}")
+    if self.conditioning not in CONDITIONINGS:
+      raise ValueError(f"ConditionedUNet: conditioning must be one of {CONDITIONINGS} "
+                       f"(config.model.unet_conditioning), got {self.conditioning!r}")
     b, h, w = spec.shape
     n_layers = len(BASE_WIDTHS)
-    if h % (2**n_layers) or w % (2**n_layers):
-      raise ValueError(f"ConditionedUNet: H, W must be divisible by {2**n_layers}, got {h}x{w}")
+    if isinstance(self.pool, bool) or not isinstance(self.pool, int) or self.pool < 1:
+      raise ValueError(f"ConditionedUNet: pool must be an int >= 1 (config.model.unet_pool), got "
+                       f"{self.pool!r}")
+    if h % (2**n_layers * self.pool) or w % (2**n_layers * self.pool):
+      raise ValueError(f"ConditionedUNet: H, W must be divisible by {2**n_layers * self.pool} "
+                       f"(pool {self.pool}), got {h}x{w}")
+    spec = pool_grid(spec, self.pool)
     widths = unet_widths(self.width_mult)
 
     # Encoder, once per mixture: [B, H, W, 1] -> 7 maps.
@@ -134,6 +183,9 @@ class ConditionedUNet(nn.Module):
       else:
         y = conv(y, skips[n_layers - 1 - i])
       if i < n_layers - 1:
-        y = nn.relu(self._norm(y, train, f"up{i + 1}"))
-    y = y[..., 0].astype(jnp.float32)
+        y = self._norm(y, train, f"up{i + 1}")
+        if self.conditioning == "film":
+          y = self._film(y, cond, f"up{i + 1}")
+        y = nn.relu(y)
+    y = unpool_grid(y[..., 0].astype(jnp.float32), (h, w))
     return y if logits else jax.nn.sigmoid(y)
