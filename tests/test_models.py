@@ -590,6 +590,10 @@ def test_unet_pool_runs_the_same_network_on_the_averaged_grid(train_step_result)
         jax.random.key(0), s, c, False), spec, cond)
   with pytest.raises(ValueError, match="config.model.unet_pool"):
     models.create_model(dict(TINY, unet_pool=0))
+  # The public code's networks have the paper's U-Net only.
+  for key, value in (("unet_pool", 2), ("unet_conditioning", "film")):
+    with pytest.raises(ValueError, match=f"config.model.{key}=.*graph_mode='authors'"):
+      models.create_model(dict(TINY, graph_mode="authors", **{key: value}))
 
 
 def test_class_label_mode_conditions_on_the_labels_only():

@@ -368,8 +368,17 @@ class AuthorsASMP(nn.Module):
     return out
 
 
+# Switches of this project's U-Net that the public code's networks do not have, at the values that
+# leave the paper's U-Net unchanged.
+PAPER_UNET = {"unet_pool": 1, "unet_conditioning": "bottleneck"}
+
+
 def create(model_config: Any, spec: Any) -> AuthorsASMP:
   """`AuthorsASMP` for a validated spec and the config's ``authors_*`` flags."""
+  for key, value in PAPER_UNET.items():
+    if getattr(spec, key) != value:
+      raise ValueError(f"config.model.{key}={getattr(spec, key)!r}: the public code's networks "
+                       f"(graph_mode='authors') have the paper's U-Net only ({key}={value!r})")
   return AuthorsASMP(spec, has_direction=_flag(model_config, "authors_direction"),
                      has_classifier=_flag(model_config, "authors_classifier"))
 

@@ -22,8 +22,8 @@ Conditioning (``conditioning``, one of `CONDITIONINGS`): ``"bottleneck"`` (the p
 tiled vector concatenated at the bottleneck only) or ``"film"`` (the same, and in addition every
 decoder layer but the last scales and shifts its normalised channels by ``1 + gamma(c)`` and
 ``beta(c)``, two linear maps of the conditioning vector initialised to zero, so that training
-starts from the paper's network; Perez et al., FiLM, AAAI 2018). FiLM adds
-``2 * E * sum(decoder widths)`` parameters and no convolution work.
+starts from the paper's network; Perez et al., FiLM, AAAI 2018). FiLM adds ``2 (E + 1)``
+parameters per channel of those six layers and no convolution work.
 
 Resolution (``pool``): with ``pool = p > 1`` the U-Net runs on the log-magnitude averaged over
 ``p x p`` bins (`pool_grid`) and its mask logits are resized back bilinearly (`unpool_grid`):
