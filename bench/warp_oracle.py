@@ -14,7 +14,7 @@ videos) of:
     bins, resized back as the U-Net resizes its logits (``config.model.unet_pool``) and unwarped.
 
   python bench/warp_oracle.py [--config=configs/synthetic.py] [--split=test] [--pairs=30] [--pool=2]
-      [--builder_config=octant]
+      [--set data.builder_config=octant]
 """
 from __future__ import annotations
 
@@ -30,21 +30,21 @@ sys.path.insert(0, str(REPO))
 
 from asmp_jax import audio, datasets, metrics  # noqa: E402
 from asmp_jax.models.unet import pool_grid, unpool_grid  # noqa: E402
-from train_step_bench import load_config  # noqa: E402  (bench/ is this script's sys.path[0])
+from train_step_bench import apply_settings, load_config  # noqa: E402  (bench/ is sys.path[0])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=str(REPO / "configs/synthetic.py"))
-  parser.add_argument("--builder_config", default="", help="override config.data.builder_config")
   parser.add_argument("--split", default="test")
   parser.add_argument("--pairs", type=int, default=30)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--pool", type=int, default=1, help="also the mask pooled p x p (p > 1)")
+  parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override a config value (repeatable), e.g. data.builder_config=octant")
   args = parser.parse_args()
   config = load_config(args.config)
-  if args.builder_config:
-    config.data.builder_config = args.builder_config
+  apply_settings(config, args.set)
   source = datasets.data_source(datasets.get_builder(config.data), args.split)
   rng = np.random.default_rng(args.seed)
   scores = {"mixture": [], "ideal binary mask, linear rows": [],
@@ -60,12 +60,12 @@ def main() -> None:
     mix = spec.sum(axis=0)
     mags = jnp.abs(spec)
     linear = audio.masks_to_waveforms(audio.ideal_binary_mask(mags), mix, audio.CROP)
-    warped_mask = audio.log_freq_unwarp(audio.ideal_binary_mask(audio.log_freq_warp(mags)))
+    warped_mags = audio.log_freq_warp(mags)
+    warped_mask = audio.log_freq_unwarp(audio.ideal_binary_mask(warped_mags))
     warped = audio.masks_to_waveforms(warped_mask, mix, audio.CROP)
     mixture = jnp.broadcast_to(audio.istft(mix, audio.CROP), wav.shape)
     estimates = [mixture, linear, warped]
     if args.pool > 1:
-      warped_mags = audio.log_freq_warp(mags)
       small = audio.ideal_binary_mask(pool_grid(warped_mags, args.pool))
       pooled_mask = audio.log_freq_unwarp(unpool_grid(small, warped_mags.shape[-2:]))
       estimates.append(audio.masks_to_waveforms(pooled_mask, mix, audio.CROP))

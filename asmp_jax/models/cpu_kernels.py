@@ -60,13 +60,6 @@ custom VJP therefore sum the kernel gradient over contiguous batch chunks whose 
 about `DW_CHUNK_BYTES` (6 MiB: the best measured sizes were 3.5-12 MiB); forward and input
 gradient are untouched (chunking them measured no gain). Same value up to summation order.
 
-The ResNet stems of the classifiers convolve a one-channel spectrogram with a 7x7 kernel at
-stride 2; XLA:CPU computes that convolution's input gradient on its generic lhs-dilated path. For
-a one-channel input `conv2d` computes it instead as one matrix product, the contribution of every
-output position to each of its ``kh * kw`` taps, then sums the taps that land on each of the four
-(row, column) parities of the input from shifted slices and interleaves the four
-(`single_channel_input_grad_s2`): 2-3x faster for the stems here, 8 to 64 output channels.
-
 Max pooling
 -----------
 `max_pool_3x3s2` is the ResNet stem's 3x3 stride-2 max pool (padding 1) with a custom VJP. JAX
@@ -74,9 +67,7 @@ differentiates ``reduce_window(max)`` through ``select_and_gather_add`` /
 ``select_and_scatter_add``, which XLA:CPU lowers to variadic reduce-windows carrying iota index
 arrays (0.7 s forward+backward for 24 x 128 x 128 x 64 on the dev CPU). The custom VJP records, per
 output, the index (0..8, in window order) of the first input equal to the maximum, and scatters the
-cotangent back per parity of the input position: each tap adds to the quarter-size grid of its
-parity, and the four grids are interleaved (0.17 s with nine full-size strided pads; the parity
-grids take about 0.6x that). Ties go to the first maximum in window order, as in
+cotangent back with nine strided pads (0.17 s). Ties go to the first maximum in window order, as in
 ``select_and_scatter_add`` with ``ge`` and PyTorch's ``max_pool2d``, so gradients are identical.
 """
 from __future__ import annotations
@@ -254,54 +245,10 @@ def _conv2d_fwd(x, kernel, strides, padding, chunk_bytes):
   return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
 
 
-def single_channel_input_grad_s2(g: Array, kernel: Array, x_shape: tuple[int, ...],
-                                 padding: tuple[tuple[int, int], tuple[int, int]]) -> Array:
-  """Input gradient of a stride-2 convolution of a one-channel input (module docstring).
-
-  Args:
-    g: ``[N, Ho, Wo, Co]`` output cotangent.
-    kernel: ``[kh, kw, 1, Co]``.
-    x_shape: the input's shape ``(N, H, W, 1)``.
-    padding: the forward convolution's ``((top, bottom), (left, right))``.
-
-  Returns:
-    ``[N, H, W, 1]``: what ``jax.vjp`` of ``lax.conv_general_dilated`` gives, up to summation order.
-  """
-  n, h, w, _ = x_shape
-  kh, kw = kernel.shape[:2]
-  ho, wo = g.shape[1:3]
-  taps = jnp.einsum("nhwo,abo->nhwab", g, kernel[:, :, 0, :])   # [N, Ho, Wo, kh, kw]
-  jh, jw = (h + 1) // 2, (w + 1) // 2                            # rows / columns per phase
-  zero = jnp.zeros((), g.dtype)
-  rows = []
-  for rh in (0, 1):
-    cols = []
-    for rw in (0, 1):
-      total = jnp.zeros((n, jh, jw), g.dtype)
-      # Input row 2j + rh receives output row i through tap a where 2i + a - top = 2j + rh.
-      for a in range(kh):
-        if (a - padding[0][0] - rh) % 2:
-          continue
-        sh = (a - padding[0][0] - rh) // 2                      # j = i + sh
-        for b in range(kw):
-          if (b - padding[1][0] - rw) % 2:
-            continue
-          sw = (b - padding[1][0] - rw) // 2
-          total = total + lax.pad(taps[..., a, b], zero,
-                                  ((0, 0, 0), (sh, jh - ho - sh, 0), (sw, jw - wo - sw, 0)))
-      cols.append(total)
-    rows.append(jnp.stack(cols, axis=3))                        # [N, jh, jw, 2 (rw)]
-  dx = jnp.stack(rows, axis=2).reshape(n, 2 * jh, 2 * jw, 1)     # [N, jh, 2 (rh), jw, 2]
-  return dx[:, :h, :w]
-
-
 def _conv2d_bwd(strides, padding, chunk_bytes, res, g):
   x, kernel = res
-  if strides == (2, 2) and x.shape[-1] == 1:
-    dx = single_channel_input_grad_s2(g, kernel, x.shape, padding).astype(x.dtype)
-  else:
-    _, vjp_x = jax.vjp(lambda a: _conv_nhwc(a, kernel, strides, padding), x)
-    (dx,) = vjp_x(g)
+  _, vjp_x = jax.vjp(lambda a: _conv_nhwc(a, kernel, strides, padding), x)
+  (dx,) = vjp_x(g)
   dk = _chunked_kernel_grad(lambda a, k: _conv_nhwc(a, k, strides, padding), x, kernel, g,
                             chunk_bytes)
   return dx, dk
@@ -380,22 +327,16 @@ def max_pool_3x3s2(x: Array) -> Array:
 def _max_pool_bwd(res: tuple[Array, tuple[int, ...]], g: Array) -> tuple[Array]:
   first, shape = res
   _, h, w, _ = shape
+  ho, wo = first.shape[1:3]
   zero = jnp.zeros((), g.dtype)
-  # Tap k = (a, b) sends its cotangents to padded positions (a + 2i, b + 2j): to the phase
-  # (a % 2, b % 2) of the padded grid, shifted there by (a // 2, b // 2). Summing the taps per phase
-  # on the quarter-size phase grids, then interleaving the four, touches each input position once
-  # (a sum of the nine taps interior-padded to full size would touch it nine times).
-  phases = [[None, None], [None, None]]
+  dxp = None
   for k in range(9):
     a, b = divmod(k, 3)
-    term = jnp.pad(jnp.where(first == k, g, zero),
-                   ((0, 0), (a // 2, 1 - a // 2), (b // 2, 1 - b // 2), (0, 0)))
-    cell = phases[a % 2][b % 2]
-    phases[a % 2][b % 2] = term if cell is None else cell + term
-  rows = [jnp.stack(row, axis=3) for row in phases]      # [N, ho + 1, wo + 1, 2, C] per row phase
-  dxp = jnp.stack(rows, axis=2)                          # [N, ho + 1, 2, wo + 1, 2, C]
-  n, r, _, c, _, ch = dxp.shape
-  dxp = dxp.reshape(n, 2 * r, 2 * c, ch)                 # padded grid (and a spare row/column)
+    # Put the cotangents that tap k selected at padded positions (a + 2i, b + 2j).
+    term = lax.pad(jnp.where(first == k, g, zero), zero,
+                   ((0, 0, 0), (a, h + 2 - a - (2 * ho - 1), 1), (b, w + 2 - b - (2 * wo - 1), 1),
+                    (0, 0, 0)))
+    dxp = term if dxp is None else dxp + term
   return (dxp[:, 1:1 + h, 1:1 + w, :],)
 
 
