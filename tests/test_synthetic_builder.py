@@ -25,7 +25,8 @@ def _build(data_dir, manual_dir):
 
 
 @pytest.mark.slow
-def test_broken_clips_are_skipped_and_reported(tmp_path):
+def test_broken_clips_are_skipped_and_reported(tmp_path, caplog):
+  caplog.set_level("INFO")
   clips = tmp_path / "clips"
   _make_clips(clips, {"train": 4, "val": 2, "test": 2})
   train = sorted(f for f in os.listdir(clips / "train") if f.endswith(".mp4"))
@@ -36,6 +37,9 @@ def test_broken_clips_are_skipped_and_reported(tmp_path):
   builder = _build(tmp_path / "tfds", clips)
   assert builder.info.splits["train"].num_examples == 2
   assert builder.info.splits["validation"].num_examples == 2
+  # Preprocessing reports its progress per split, skipped clips counted.
+  assert "preprocessing train: 4/4 clips (" in caplog.text
+  assert "preprocessing validation: 2/2 clips (" in caplog.text
   skipped = builder.info.metadata["skipped"]["train"]
   reasons = {s["clip_id"]: s["reason"] for s in skipped}
   assert set(reasons) == {train[0][:-4], train[1][:-4]}

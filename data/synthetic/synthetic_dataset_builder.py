@@ -257,7 +257,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         f.write("ok\n")
 
   def _generate_examples(self, split_dir: str, split: str):
-    from asmp_data.synthetic import classes  # pylint: disable=g-import-not-at-top
+    from asmp_data.synthetic import classes, generator  # pylint: disable=g-import-not-at-top
     cfg = self.builder_config
     gcfg, nw, ns = self._sizes()
     if not os.path.isdir(split_dir):
@@ -272,7 +272,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                              window_frames=gcfg.window_frames, num_samples=ns,
                              auditory_ids=auditory_ids)
     skipped, kept = [], 0
-    for clip_id, ex, err in workers.imap(work, jsons, cfg.workers, chunksize=2):
+    progress = generator.ProgressReport(logging.info)  # about every 5 % of the split
+    for done, (clip_id, ex, err) in enumerate(workers.imap(work, jsons, cfg.workers,
+                                                           chunksize=2), 1):
+      progress(f"preprocessing {split}", done, len(jsons))
       if err is not None:
         logging.warning("Skipping synthetic clip %s: %s", clip_id, err)
         skipped.append({"clip_id": clip_id, "reason": err})
