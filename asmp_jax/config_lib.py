@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The U-Net's grid: the 256x256 log-magnitude averaged over unet_pool x unet_pool bins, its mask
   # logits resized back (1 = paper; 2 = a quarter of the convolution work; asmp_jax.models.unet).
   m.unet_pool = 1
+  # The classifiers' input: the separated log-magnitude averaged over cls_freq_pool adjacent
+  # frequency bins, time untouched (1 = paper; 4 = a quarter of their convolution work).
+  m.cls_freq_pool = 1
   # Direction head conditioning: False = every 1 s slice of a crop sees the embedding of the
   # crop's first window's graph (the one conditioning the U-Net); True = each slice sees the
   # embedding of its own window's graph (same encoder; the pipeline then emits window_* arrays).

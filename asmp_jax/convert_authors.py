@@ -137,6 +137,7 @@ def _authors_config(config, sizes: dict[str, Any], has_direction: bool, has_clas
     m.unet_norm = "batch"
     m.unet_conditioning = "bottleneck"
     m.unet_pool = 1
+    m.cls_freq_pool = 1
     m.unet_cond_scale = 1.0
     m.node_batch_norm = False
     m.dir_window_graphs = False

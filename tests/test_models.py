@@ -596,6 +596,38 @@ def test_unet_pool_runs_the_same_network_on_the_averaged_grid(train_step_result)
       models.create_model(dict(TINY, graph_mode="authors", **{key: value}))
 
 
+def test_cls_freq_pool_feeds_both_classifiers_the_frequency_averaged_separation(
+    train_step_result):
+  r = train_step_result
+  variables, batch = r["variables"], r["batch"]
+  pooled = models.create_model(dict(TINY, cls_freq_pool=4))
+  out = _FastJit(lambda v, x: pooled.apply(v, x, train=False))(variables, batch)
+  plain = _FastJit(lambda v, x: r["model"].apply(v, x, train=False))(variables, batch)
+  # The same masks; the classifiers see each separation's 4-bin frequency means, by hand.
+  np.testing.assert_array_equal(np.asarray(out["masks"]), np.asarray(plain["masks"]))
+  sep = np.asarray(out["sep_log_mag"])
+  b, u, s = sep.shape[:3]
+  small = sep.reshape(b * u * s, H // 4, 4, H).mean(axis=2)
+  emb = np.asarray(out["embeddings"]).reshape(b * u * s, -1)
+
+  def heads(m, x, e):
+    return m.consistency(x, False), m.direction(x, e, False)
+  cons, dirs = _FastJit(lambda v, x, e: r["model"].apply(v, x, e, method=heads))(
+      variables, small, emb)
+  np.testing.assert_allclose(np.asarray(out["cons_logits"]).reshape(cons.shape), cons,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out["dir_logits"]).reshape(dirs.shape), dirs,
+                             rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(plain["cons_logits"]) - np.asarray(out["cons_logits"])).max() > 1e-4
+  with pytest.raises(ValueError, match="config.model.cls_freq_pool=3 must divide the 128"):
+    jax.eval_shape(lambda v, x: models.create_model(dict(TINY, cls_freq_pool=3)).apply(
+        v, x, train=False), variables, batch)
+  with pytest.raises(ValueError, match="config.model.cls_freq_pool"):
+    models.create_model(dict(TINY, cls_freq_pool=0))
+  with pytest.raises(ValueError, match="config.model.cls_freq_pool=.*graph_mode='authors'"):
+    models.create_model(dict(TINY, graph_mode="authors", cls_freq_pool=2))
+
+
 def test_class_label_mode_conditions_on_the_labels_only():
   model = models.create_model(dict(TINY, graph_mode="class_label"))
   batch = _graph_batch(12)

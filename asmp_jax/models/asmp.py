@@ -57,7 +57,7 @@ Array = jax.Array
 _REQUIRED_INT_KEYS = ("node_feature_dim", "node_hidden", "embed_dim", "gat_heads", "gat_head_dim",
                       "edgeconv_dim", "num_slots", "num_classes",
                       "num_direction_classes", "dir_window_cols", "dir_window_stride",
-                      "num_dir_windows", "cls_width", "unet_pool")
+                      "num_dir_windows", "cls_width", "unet_pool", "cls_freq_pool")
 _MIN_VALUES = {"num_slots": 2, "num_classes": 2, "num_direction_classes": 2}
 
 
@@ -91,6 +91,7 @@ class ModelSpec:
   unet_norm: str
   unet_conditioning: str
   unet_pool: int
+  cls_freq_pool: int
   dir_window_graphs: bool
 
 
@@ -279,7 +280,7 @@ class ASMP(nn.Module):
     out["masks"] = masks
     sep = jnp.log(masks * jnp.exp(mix)[:, None, None] + sp.sep_log_eps)
     out["sep_log_mag"] = sep
-    flat_sep = sep.reshape(b * u * s, h, w)
+    flat_sep = pool_frequency(sep.reshape(b * u * s, h, w), sp.cls_freq_pool)
     out["cons_logits"] = self.consistency(flat_sep, train).reshape(b, u, s, sp.num_classes)
     if sp.dir_window_graphs:
       dir_emb = self.window_embeddings(batch, train).reshape(b * u * s, sp.num_dir_windows, e)
@@ -288,6 +289,17 @@ class ASMP(nn.Module):
     dirs = self.direction(flat_sep, dir_emb, train)
     out["dir_logits"] = dirs.reshape(b, u, s, sp.num_dir_windows, sp.num_direction_classes)
     return out
+
+
+def pool_frequency(spec: Array, pool: int) -> Array:
+  """Mean of ``spec [N, H, T]`` over ``pool`` adjacent frequency rows: ``[N, H / pool, T]``
+  (``config.model.cls_freq_pool``, the classifiers' input)."""
+  if pool == 1:
+    return spec
+  n, h, t = spec.shape
+  if h % pool:
+    raise ValueError(f"config.model.cls_freq_pool={pool} must divide the {h} frequency bins")
+  return spec.reshape(n, h // pool, pool, t).mean(axis=2)
 
 
 def create_model(model_config: Any) -> nn.Module:

@@ -368,17 +368,18 @@ class AuthorsASMP(nn.Module):
     return out
 
 
-# Switches of this project's U-Net that the public code's networks do not have, at the values that
-# leave the paper's U-Net unchanged.
-PAPER_UNET = {"unet_pool": 1, "unet_conditioning": "bottleneck"}
+# Switches of this project's networks that the public code's do not have, at the values that
+# leave the paper's U-Net and classifiers unchanged.
+PAPER_NETWORKS = {"unet_pool": 1, "unet_conditioning": "bottleneck", "cls_freq_pool": 1}
 
 
 def create(model_config: Any, spec: Any) -> AuthorsASMP:
   """`AuthorsASMP` for a validated spec and the config's ``authors_*`` flags."""
-  for key, value in PAPER_UNET.items():
+  for key, value in PAPER_NETWORKS.items():
     if getattr(spec, key) != value:
       raise ValueError(f"config.model.{key}={getattr(spec, key)!r}: the public code's networks "
-                       f"(graph_mode='authors') have the paper's U-Net only ({key}={value!r})")
+                       f"(graph_mode='authors') have the paper's U-Net and classifiers only "
+                       f"({key}={value!r})")
   return AuthorsASMP(spec, has_direction=_flag(model_config, "authors_direction"),
                      has_classifier=_flag(model_config, "authors_classifier"))
 
