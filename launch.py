@@ -62,15 +62,22 @@ def main(argv):
   logging.info("JAX process %d/%d, local devices %s, global device count %d",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count())
   outcome = {}
+  started = _run_record_start() if _RUN_RECORD.value else None
   try:
     train.train_and_evaluate(FLAGS.config, _WORKDIR.value, outcome)
   except (config_lib.ConfigError, train_loop.TrainingError, run_folder.RunFolderError) as e:
     raise SystemExit(f"error: {e}") from None
   if _RUN_RECORD.value and jax.process_index() == 0:
-    _write_run_record(_RUN_RECORD.value, outcome)
+    _write_run_record(_RUN_RECORD.value, outcome, started)
 
 
-def _write_run_record(path: str, outcome: dict) -> None:
+def _run_record_start() -> dict:
+  """The commit and config sha256 the run starts from (asmp_jax.run_record.provenance)."""
+  from asmp_jax import run_record  # pylint: disable=g-import-not-at-top
+  return run_record.provenance(config_flags.get_config_filename(FLAGS["config"]))
+
+
+def _write_run_record(path: str, outcome: dict, started: dict | None) -> None:
   import sys  # pylint: disable=g-import-not-at-top
   from asmp_jax import run_record  # pylint: disable=g-import-not-at-top
   if outcome.get("stopped") or outcome.get("results") is None:
@@ -80,7 +87,8 @@ def _write_run_record(path: str, outcome: dict) -> None:
   flag = FLAGS["config"]
   record = run_record.build(argv=sys.argv, config_file=config_flags.get_config_filename(flag),
                             overrides=config_flags.get_override_values(flag), outcome=outcome,
-                            evaluation_file=outcome["results"].get("evaluation_file"))
+                            evaluation_file=outcome["results"].get("evaluation_file"),
+                            started=started)
   run_record.write(path, record)
   logging.info("Run record: %s", path)
 

@@ -4,7 +4,9 @@ Written by the run at its end (never by hand), as JSON:
 
   * ``command``: the command line; ``commit``: the repository's HEAD (``-dirty`` when tracked
     files differ from it); ``config_file`` and ``config_sha256``: the config file given to
-    ``--config`` and the sha256 of its bytes; ``config_overrides``: ``--config.*`` values;
+    ``--config`` and the sha256 of its bytes; both read when the run starts (`provenance`), and
+    ``config_sha256_at_end`` added if the file changed while it ran; ``config_overrides``:
+    ``--config.*`` values;
   * ``machine``: CPU model, logical CPUs usable, memory, JAX backend and devices;
   * ``wall_s``: seconds of this invocation's data build (``build``, data set preparation
     included), training (``train``: state set-up, compilation and the steps), final evaluation
@@ -67,6 +69,12 @@ def git_commit(path: str) -> str | None:
   return sha + ("-dirty" if dirty else "")
 
 
+def provenance(config_file: str) -> dict[str, Any]:
+  """What the run is started from: the repository's HEAD and the config file's sha256 (read before
+  training, so that commits made while a long run trains do not enter its record)."""
+  return {"commit": git_commit(config_file), "config_sha256": files.sha256_file(config_file)}
+
+
 def gains(results: Mapping[str, Any]) -> dict[str, float]:
   """SDR/SIR/SAR of the model minus the mixture's, mean over the sources both score, with the
   standard error clustered by pair (``<metric>_gain``, ``<metric>_gain_se``)."""
@@ -101,7 +109,8 @@ def test_figures(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build(*, argv: list[str], config_file: str, overrides: Mapping[str, Any],
-          outcome: Mapping[str, Any], evaluation_file: str | None = None) -> dict[str, Any]:
+          outcome: Mapping[str, Any], evaluation_file: str | None = None,
+          started: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The record (module docstring) of a finished run.
 
   Args:
@@ -111,14 +120,17 @@ def build(*, argv: list[str], config_file: str, overrides: Mapping[str, Any],
     outcome: what ``train.train_and_evaluate`` filled in (``wall_s``, ``steps``, ``start_step``,
       ``results``).
     evaluation_file: the evaluation record the run wrote.
+    started: `provenance` read when the run started; None reads it now.
   """
+  now = provenance(config_file)
+  started = dict(started or now)
   wall = dict(outcome["wall_s"])
   wall["total"] = sum(wall.get(k, 0.0) for k in ("build", "train", "eval"))
   record: dict[str, Any] = {
       "command": shlex.join(["python"] + list(argv)),
-      "commit": git_commit(config_file),
+      "commit": started["commit"],
       "config_file": config_file,
-      "config_sha256": files.sha256_file(config_file),
+      "config_sha256": started["config_sha256"],
       "config_overrides": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in overrides.items()},
       "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -127,6 +139,8 @@ def build(*, argv: list[str], config_file: str, overrides: Mapping[str, Any],
       "steps": int(outcome["steps"]),
       "start_step": int(outcome["start_step"]),
   }
+  if now["config_sha256"] != started["config_sha256"]:
+    record["config_sha256_at_end"] = now["config_sha256"]
   if outcome.get("results") is not None:
     record["test"] = test_figures(outcome["results"])
   if evaluation_file:
