@@ -34,11 +34,12 @@ def test_custom_vjp_matches_plain_float64(shape):
       assert _rel_err(a, b) <= 1e-6
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 5, 4, 9), (1, 1, 1, 3, 8), (2, 2, 2, 16, 12)])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4, 9), (1, 1, 1, 3, 8), (2, 2, 2, 16, 12),
+                                   (2, 4, 3, 5, 1)])
 def test_phase_forward_and_custom_vjp_match_plain_float64(shape):
-  """Shapes with >= PHASE_MIN_FEATURES output channels take the sub-pixel forward path."""
+  """The sub-pixel forward (four phases as one convolution) and the custom VJP == autodiff of
+  lax.conv_transpose, for any number of channels (the U-Net's last layer has 1 output)."""
   n, h, w, ci, co = shape
-  assert co >= cpu_kernels.PHASE_MIN_FEATURES
   with jax.enable_x64(True):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(n, h, w, ci)), jnp.float64)
@@ -101,6 +102,71 @@ def test_conv2d_chunked_kernel_gradient_matches_lax_float64(n, stride, padding, 
     for a, b in zip(vjp_fast(g), vjp_plain(g)):
       assert a.shape == b.shape
       assert _rel_err(a, b) <= 1e-6
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7])
+def test_stride2_input_grad_equals_autodiff_for_any_padding_and_parity_float64(k):
+  """The phase form of a stride-2 convolution's input gradient == JAX's, for every low/high
+  padding below the kernel size and odd and even input sizes (phases of unequal length, phases no
+  tap reaches, e.g. a 1x1 kernel's odd positions)."""
+  rng = np.random.default_rng(k)
+  with jax.enable_x64(True):
+    checked = 0
+    for lo in range(k):
+      for hi in range(k):
+        for h, w in ((6, 5), (9, 8), (4, 7)):
+          pads = ((lo, hi), (hi, lo))
+          if (h + lo + hi - k) < 0 or (w + lo + hi - k) < 0:
+            continue
+          x = jnp.asarray(rng.normal(size=(2, h, w, 3)), jnp.float64)
+          kern = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float64)
+          y, vjp = jax.vjp(lambda a, kern=kern, pads=pads: lax.conv_general_dilated(
+              a, kern, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")), x)
+          g = jnp.asarray(rng.normal(size=y.shape), jnp.float64)
+          for merge in (True, False):   # one convolution (even kernels) or four
+            got = cpu_kernels.stride2_input_grad(g, kern, (h, w), pads, merge=merge)
+            assert got.shape == x.shape
+            assert _rel_err(got, vjp(g)[0]) <= 1e-12, (lo, hi, h, w, merge)
+          checked += 1
+    assert checked >= 3 * k * k // 2
+
+
+@pytest.mark.parametrize("kernel,padding", [(3, 1), (7, 3), (1, 0), (4, 1)])
+def test_conv2d_stride2_gradients_on_large_maps_match_lax_float64(kernel, padding):
+  """Maps of at least STRIDE2_PHASES_MIN_SIZE take the phase input gradient for odd kernels too
+  (the classifiers' 7x7, 3x3 and 1x1 stride-2 convolutions)."""
+  size = cpu_kernels.STRIDE2_PHASES_MIN_SIZE + 1
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(kernel)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, 3)), jnp.float64)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float64)
+    pads = ((padding, padding), (padding, padding))
+    y, vjp = jax.vjp(lambda a, b: cpu_kernels.conv2d(a, b, (2, 2), pads), x, k)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: lax.conv_general_dilated(
+        a, b, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")), x, k)
+    assert _rel_err(y, y_ref) <= 1e-12
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float64)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+      assert _rel_err(a, b) <= 1e-12
+
+
+def test_stride2_conv_gradient_has_no_dilated_convolution():
+  """What the phase form is for: the backward pass of a stride-2 `conv2d` has no lhs-dilated
+  convolution (XLA:CPU's generic path), where autodiff of the plain convolution has one."""
+  x = jnp.ones((2, 16, 16, 8))
+  k = jnp.ones((4, 4, 8, 8))
+
+  def dilations(fn):
+    jaxpr = jax.make_jaxpr(jax.grad(lambda a: jnp.sum(fn(a, k) ** 2)))(x)
+    text = str(jaxpr)
+    return [line for line in text.splitlines()
+            if "conv_general_dilated" in line or "lhs_dilation" in line]
+
+  plain = lambda a, k: lax.conv_general_dilated(a, k, (2, 2), ((1, 1), (1, 1)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  fast = lambda a, k: cpu_kernels.conv2d(a, k, (2, 2), ((1, 1), (1, 1)))
+  assert any("lhs_dilation=(2, 2)" in line for line in dilations(plain))
+  assert dilations(fast) and not any("lhs_dilation=(2, 2)" in line for line in dilations(fast))
 
 
 def test_batch_chunks_cover_the_batch_in_near_equal_pieces():

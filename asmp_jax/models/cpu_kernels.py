@@ -39,13 +39,17 @@ XLA:CPU runs on its fast path. The bias is added outside the custom VJP (autodif
 The forward value is computed by the sub-pixel (phase) decomposition: from the sum above, the
 even outputs ``y[2m] = x[m-1] K[0] + x[m] K[2]`` and the odd outputs ``y[2m+1] = x[m] K[1] +
 x[m+1] K[3]`` are stride-1 correlations with two taps each, so in 2D the four output phases are
-four 2x2 stride-1 convolutions (paddings ``(1, 0)`` for even, ``(0, 1)`` for odd phases) that are
-interleaved. Same multiplications as the transposed convolution without the 3/4 zeros of the
-dilated input; XLA:CPU runs them on its regular convolution path, where ``lax.conv_transpose``
-(an lhs-dilated convolution) takes a generic one: measured on the 2-core dev CPU, up1's 2x2 ->
-4x4 layer (24 maps, 512 -> 512 channels) 605 ms -> 8 ms, up3..up6 1.2-1.35x faster. With very
-few output channels (up7: 1) the phases are slower (18 -> 285 ms), so ``lax.conv_transpose`` is
-kept below `PHASE_MIN_FEATURES` output channels.
+2x2 stride-1 convolutions of ``x`` that are interleaved. They run as one convolution: ``x`` padded
+by 1 on every side, convolved with the four 2x2 sub-kernels stacked along the output channels
+(``[2, 2, Ci, 4 Co]``), phase ``(rh, rw)`` read at offset ``(rh, rw)`` of its channel block. This is
+`stride2_input_grad` (the input gradient of a stride-2 convolution, which is what a transposed
+convolution is) with the flipped, channel-swapped kernel. Same multiplications as the transposed
+convolution without the 3/4 zeros of the dilated input, on XLA:CPU's regular convolution path,
+where ``lax.conv_transpose`` (an lhs-dilated convolution) takes a generic one. Measured on the
+2-core dev CPU (forward, float32, medians): up1's shape (24 maps, 2x2 -> 4x4, 512 -> 512
+channels) 1051 ms with ``lax.conv_transpose``, 62 ms as four phase convolutions, 55 ms as one;
+24 maps, 64x64, 128 -> 64 channels: 1326 / 1309 / 580 ms; 24 maps, 128x128, 64 -> 1 channel
+(up7): 70 / 804 / 71 ms (``python bench/unet_step_bench.py --layers``).
 
 Convolution weight gradients in batch chunks
 --------------------------------------------
@@ -127,44 +131,28 @@ def _strided_conv(g: Array, w: Array) -> Array:
   return lax.conv_general_dilated(g, w, (2, 2), _FORWARD_PAD, dimension_numbers=_DN)
 
 
-# Kernel taps and input paddings of the even / odd output phases (module docstring).
-_PHASE_TAPS = ((0, 2), (1, 3))
-_PHASE_PAD = ((1, 0), (0, 1))
-# Below this many output channels the phase decomposition is slower than lax.conv_transpose.
-PHASE_MIN_FEATURES = 8
-
-
 def conv_transpose_4x4s2_phases(x: Array, kernel: Array) -> Array:
-  """`conv_transpose_4x4s2_plain`'s value as four interleaved 2x2 stride-1 convolutions.
+  """`conv_transpose_4x4s2_plain`'s value from its four output phases, as one stride-1
+  convolution (module docstring).
 
   Args:
     x: ``[N, H, W, Ci]`` input.
     kernel: ``[4, 4, Ci, Co]`` kernel in ``nn.ConvTranspose`` layout.
 
   Returns:
-    ``[N, 2H, 2W, Co]``; ``out[:, 2m + rh, 2n + rw]`` is phase ``(rh, rw)``'s ``[:, m, n]``.
+    ``[N, 2H, 2W, Co]``.
   """
   _check_conv_transpose_args(x, kernel)
-  n, h, w, _ = x.shape
-  rows = []
-  for rh in (0, 1):
-    cols = []
-    for rw in (0, 1):
-      k = kernel[np.asarray(_PHASE_TAPS[rh])][:, np.asarray(_PHASE_TAPS[rw])]
-      cols.append(lax.conv_general_dilated(x, k, (1, 1), (_PHASE_PAD[rh], _PHASE_PAD[rw]),
-                                           dimension_numbers=_DN))
-    rows.append(jnp.stack(cols, axis=3))                  # [N, H, W, 2 (rw), Co]
-  y = jnp.stack(rows, axis=2)                              # [N, H, 2 (rh), W, 2 (rw), Co]
-  return y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+  return stride2_input_grad(x, _flipswap(kernel), (2 * x.shape[1], 2 * x.shape[2]),
+                            _FORWARD_PAD)
 
 
 @jax.custom_vjp
 def conv_transpose_4x4s2(x: Array, kernel: Array) -> Array:
   """4x4 stride-2 transposed convolution with a fast custom VJP (see the module docstring).
 
-  Same value as `conv_transpose_4x4s2_plain` (computed by `conv_transpose_4x4s2_phases` when the
-  kernel has at least `PHASE_MIN_FEATURES` output channels); gradients are computed with strided
-  forward convolutions.
+  Same value as `conv_transpose_4x4s2_plain` (computed by `conv_transpose_4x4s2_phases`);
+  gradients are computed with strided forward convolutions.
 
   Args:
     x: ``[N, H, W, Ci]`` input.
@@ -173,18 +161,11 @@ def conv_transpose_4x4s2(x: Array, kernel: Array) -> Array:
   Returns:
     ``[N, 2H, 2W, Co]`` with the dtype of ``x``/``kernel``.
   """
-  return _ct_value(x, kernel)
-
-
-def _ct_value(x: Array, kernel: Array) -> Array:
-  _check_conv_transpose_args(x, kernel)
-  if kernel.shape[-1] >= PHASE_MIN_FEATURES:
-    return conv_transpose_4x4s2_phases(x, kernel)
-  return conv_transpose_4x4s2_plain(x, kernel)
+  return conv_transpose_4x4s2_phases(x, kernel)
 
 
 def _ct_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-  return _ct_value(x, kernel), (x, kernel)
+  return conv_transpose_4x4s2_phases(x, kernel), (x, kernel)
 
 
 def _ct_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
@@ -235,6 +216,104 @@ def _conv_nhwc(x: Array, kernel: Array, strides: tuple[int, int],
   return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DN)
 
 
+def _phase_plan(size_in: int, size_out: int, k: int, lo: int, r: int
+                ) -> tuple[np.ndarray, tuple[int, int], int]:
+  """One axis of `stride2_input_grad`: for the input positions ``2m + r``, the kernel taps that
+  reach them (reversed, so the sum is a correlation), the cotangent's (low, high) padding (negative
+  crops) and the phase's length ``ceil((size_in - r) / 2)``.
+
+  With stride 2 and low padding ``lo``, output ``i`` reads input ``2i + t - lo`` through tap ``t``,
+  so input ``2m + r`` is reached by taps ``t = 2u + q`` (``q = (r + lo) % 2``) from output
+  ``i = m + c - u`` (``c = (r + lo - q) / 2``): a stride-1 correlation of the cotangent with taps
+  ``q, q + 2, ...`` in reverse order.
+  """
+  q = (r + lo) % 2
+  taps = np.arange(q, k, 2)[::-1]
+  n = (size_in - r + 1) // 2
+  low = len(taps) - 1 - (r + lo - q) // 2
+  high = n + len(taps) - 1 - size_out - low
+  return taps, (low, high), n
+
+
+def stride2_input_grad(g: Array, kernel: Array, in_hw: Sequence[int],
+                       padding: tuple[tuple[int, int], tuple[int, int]], *,
+                       merge: bool = True) -> Array:
+  """Input gradient of a stride-2 convolution computed from its four phases, without dilation.
+
+  JAX differentiates ``lax.conv_general_dilated(x, kernel, (2, 2), padding)`` with respect to
+  ``x`` as a convolution of the 2x-dilated cotangent, which XLA:CPU runs on a generic path. Each
+  parity ``(rh, rw)`` of the input positions is instead reached by a fixed subset of the kernel's
+  taps (`_phase_plan`), so it is an ordinary stride-1 convolution of the cotangent with that
+  sub-kernel, spatially reversed and with its channel axes swapped: the same products as the
+  dilated form without its zeros. Where the four sub-kernels have the same size (even kernels, such
+  as the U-Net's 4x4) they run as one convolution with four times the output channels, each phase
+  read from it at its own offset; otherwise as four convolutions. The phases are then interleaved.
+
+  Args:
+    g: ``[N, Ho, Wo, Co]``, the output cotangent.
+    kernel: ``[kh, kw, Ci, Co]``.
+    in_hw: ``(H, W)`` of the convolution's input.
+    padding: the convolution's ``((top, bottom), (left, right))``.
+    merge: run equal-size sub-kernels as one convolution (False: always four; for benchmarks).
+
+  Returns:
+    ``[N, H, W, Ci]``, equal to the autodiff input gradient up to summation order.
+  """
+  n_batch, ho, wo, _ = g.shape
+  kh, kw, ci, _ = kernel.shape
+  h, w = (int(v) for v in in_hw)
+  plans_h = [_phase_plan(h, ho, kh, padding[0][0], r) for r in (0, 1)]
+  plans_w = [_phase_plan(w, wo, kw, padding[1][0], r) for r in (0, 1)]
+  mh, mw = plans_h[0][2], plans_w[0][2]  # the even phases are the longer ones
+  zero = jnp.zeros((), g.dtype)
+
+  def sub_kernel(taps_h, taps_w):
+    return jnp.swapaxes(kernel[taps_h][:, taps_w], 2, 3)     # [th, tw, Co, Ci]
+
+  if merge and len({len(p[0]) for p in plans_h}) == 1 and len({len(p[0]) for p in plans_w}) == 1:
+    # One convolution: pad by the largest low padding, so phase r starts at offset
+    # low_max - low_r of the output; channels ordered (rh, rw, Ci).
+    def merged_axis(plans, size_out):
+      low = max(p[1][0] for p in plans)
+      offsets = [low - p[1][0] for p in plans]
+      length = max(o + p[2] for o, p in zip(offsets, plans))
+      return (low, length + len(plans[0][0]) - 1 - size_out - low, 0), offsets
+    pad_h, off_h = merged_axis(plans_h, ho)
+    pad_w, off_w = merged_axis(plans_w, wo)
+    k4 = jnp.stack([sub_kernel(ph[0], pw[0]) for ph in plans_h for pw in plans_w], axis=3)
+    k4 = k4.reshape(k4.shape[:3] + (4 * ci,))
+    out = lax.conv_general_dilated(lax.pad(g, zero, ((0, 0, 0), pad_h, pad_w, (0, 0, 0))), k4,
+                                   (1, 1), "VALID", dimension_numbers=_DN)
+    out = out.reshape(out.shape[:3] + (2, 2, ci))
+
+    def phase(rh, rw):
+      nh, nw = plans_h[rh][2], plans_w[rw][2]
+      return out[:, off_h[rh]:off_h[rh] + nh, off_w[rw]:off_w[rw] + nw, rh, rw]
+  else:
+    def phase(rh, rw):
+      (taps_h, pad_h, nh), (taps_w, pad_w, nw) = plans_h[rh], plans_w[rw]
+      if not (len(taps_h) and len(taps_w) and nh and nw):
+        return jnp.zeros((n_batch, nh, nw, ci), g.dtype)
+      gp = lax.pad(g, zero, ((0, 0, 0), pad_h + (0,), pad_w + (0,), (0, 0, 0)))
+      return lax.conv_general_dilated(gp, sub_kernel(taps_h, taps_w), (1, 1), "VALID",
+                                      dimension_numbers=_DN)
+
+  rows = []
+  for rh in (0, 1):
+    cols = []
+    for rw in (0, 1):
+      p = phase(rh, rw)
+      cols.append(jnp.pad(p, ((0, 0), (0, mh - p.shape[1]), (0, mw - p.shape[2]), (0, 0))))
+    rows.append(jnp.stack(cols, axis=3))                          # [N, mh, mw, 2, Ci]
+  dx = jnp.stack(rows, axis=2).reshape(n_batch, 2 * mh, 2 * mw, ci)
+  return dx[:, :h, :w]
+
+
+# Odd kernels' input gradients are four separate phase convolutions, slower than autodiff's
+# dilated form on small maps; from this input size up they are faster (module docstring).
+STRIDE2_PHASES_MIN_SIZE = 32
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv2d(x: Array, kernel: Array, strides: tuple[int, int],
             padding: tuple[tuple[int, int], tuple[int, int]], chunk_bytes: int) -> Array:
@@ -247,8 +326,12 @@ def _conv2d_fwd(x, kernel, strides, padding, chunk_bytes):
 
 def _conv2d_bwd(strides, padding, chunk_bytes, res, g):
   x, kernel = res
-  _, vjp_x = jax.vjp(lambda a: _conv_nhwc(a, kernel, strides, padding), x)
-  (dx,) = vjp_x(g)
+  if strides == (2, 2) and (kernel.shape[0] % 2 == kernel.shape[1] % 2 == 0
+                            or min(x.shape[1:3]) >= STRIDE2_PHASES_MIN_SIZE):
+    dx = stride2_input_grad(g, kernel, x.shape[1:3], padding)
+  else:
+    _, vjp_x = jax.vjp(lambda a: _conv_nhwc(a, kernel, strides, padding), x)
+    (dx,) = vjp_x(g)
   dk = _chunked_kernel_grad(lambda a, k: _conv_nhwc(a, k, strides, padding), x, kernel, g,
                             chunk_bytes)
   return dx, dk
