@@ -45,11 +45,17 @@ by 1 on every side, convolved with the four 2x2 sub-kernels stacked along the ou
 `stride2_input_grad` (the input gradient of a stride-2 convolution, which is what a transposed
 convolution is) with the flipped, channel-swapped kernel. Same multiplications as the transposed
 convolution without the 3/4 zeros of the dilated input, on XLA:CPU's regular convolution path,
-where ``lax.conv_transpose`` (an lhs-dilated convolution) takes a generic one. Measured on the
-2-core dev CPU (forward, float32, medians): up1's shape (24 maps, 2x2 -> 4x4, 512 -> 512
-channels) 1051 ms with ``lax.conv_transpose``, 62 ms as four phase convolutions, 55 ms as one;
-24 maps, 64x64, 128 -> 64 channels: 1326 / 1309 / 580 ms; 24 maps, 128x128, 64 -> 1 channel
-(up7): 70 / 804 / 71 ms (``python bench/unet_step_bench.py --layers``).
+where ``lax.conv_transpose`` (an lhs-dilated convolution) takes a generic one.
+
+The input gradient of a stride-2 convolution is a transposed convolution too, and JAX's autodiff
+gives it the same dilated form; `conv2d`'s custom VJP computes it with `stride2_input_grad` (one
+convolution for even kernels; four for odd kernels, on maps of at least
+`STRIDE2_PHASES_MIN_SIZE`, below which the dilated form was as fast or faster). Measured on the
+2-core dev CPU at the synthetic benchmark's shapes (batch 8, 48 decoded maps, U-Net width 0.25;
+medians of 5 alternating rounds, dilated / four phases / one convolution, ms): up1 18.1 / 2.5 /
+1.8, up6 338 / 95 / 64, up7 (1 output channel) 71 / 50 / 18; the input gradient of down2 99 /
+8.4 / 4.8, of the classifier's 7x7 stem (48 maps of 256 x 256) 215 / 128 (``python
+bench/stride2_kernels_bench.py``).
 
 Convolution weight gradients in batch chunks
 --------------------------------------------
