@@ -17,7 +17,9 @@ Written by the run at its end (never by hand), as JSON:
     labels and the gain over it with standard errors clustered by test clip (also in points,
     ``direction_gain_points``); the ideal binary
     mask's SDR (the ceiling of mask-based separation on these mixtures) and its gain;
-  * ``evaluation_file``: the run's own ``eval_<split>_step<N>.json`` holding every figure.
+  * ``evaluation_file``: the run's own ``eval_<split>_step<N>.json`` holding every figure,
+    relative to the directory the run started in when it lies below it (so that a committed
+    record names no path of the machine it ran on).
 """
 
 from __future__ import annotations
@@ -144,8 +146,17 @@ def build(*, argv: list[str], config_file: str, overrides: Mapping[str, Any],
   if outcome.get("results") is not None:
     record["test"] = test_figures(outcome["results"])
   if evaluation_file:
-    record["evaluation_file"] = evaluation_file
+    record["evaluation_file"] = portable_path(evaluation_file)
   return record
+
+
+def portable_path(path: str, start: str | None = None) -> str:
+  """``path`` relative to ``start`` (the working directory) if it lies below it, else as given."""
+  start = os.path.abspath(start or os.getcwd())
+  full = os.path.abspath(path)
+  if os.path.commonpath([full, start]) == start:
+    return os.path.relpath(full, start)
+  return path
 
 
 def write(path: str, record: Mapping[str, Any]) -> None:
