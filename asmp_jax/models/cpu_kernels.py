@@ -3,8 +3,8 @@
 Each has the value and gradients of the plain JAX operation it replaces; only how XLA:CPU runs
 them differs (measured on a 2-core CPU; nothing here was measured on GPU or TPU).
 
-Transposed convolution and its custom VJP
------------------------------------------
+Transposed convolution, its custom VJP and stride-2 input gradients
+-------------------------------------------------------------------
 `conv_transpose_4x4s2(x, kernel)` is the 4x4, stride-2 transposed convolution that maps
 ``[N, H, W, Ci] -> [N, 2H, 2W, Co]`` (the shape behaviour of PyTorch's
 ``ConvTranspose2d(k=4, s=2, p=1)``). The kernel follows Flax's ``nn.ConvTranspose`` convention
