@@ -109,23 +109,23 @@ def test_synthetic_benchmark_is_wide_on_octant_clips_with_window_graphs():
 
 def test_synthetic_quick_is_the_benchmark_with_the_faster_recipe():
   """configs/synthetic_quick.py is configs/synthetic_benchmark.py on the 1600-clip octant build,
-  the U-Net on the pooled grid with FiLM, and a warmed-up cosine rate that ends at its last step."""
+  the classifiers on a 4-bin pooled frequency axis, and a warmed-up cosine rate that ends at its
+  last step."""
   from asmp_jax import optimizer, run_folder  # pylint: disable=g-import-not-at-top
   bench = _load(REPO / "configs" / "synthetic_benchmark.py").get_config()
   quick = _load(REPO / "configs" / "synthetic_quick.py").get_config()
   diff = run_folder.config_differences(bench, quick)
   assert diff.pop("data.builder_config") == ("octant_xlarge", "octant_large")
-  assert diff.pop("model.unet_pool") == (1, 2)
-  assert diff.pop("model.unet_conditioning") == ("bottleneck", "film")
+  assert diff.pop("model.cls_freq_pool") == (1, 4)
   assert diff.pop("train.lr_schedule") == ("staircase", "cosine")
-  assert diff.pop("train.num_train_steps") == (10_000, 3600)
+  assert diff.pop("train.num_train_steps") == (10_000, 4500)
   assert diff.pop("train.warmup_steps") == (0, 100)
   assert diff.pop("train.lr_boundaries")[1] == () and diff.pop("train.lr_values")[1] == ()
   assert not diff, diff
   rate = optimizer.learning_rate_schedule(quick.train)
   assert float(rate(0)) == pytest.approx(1e-5) and float(rate(49)) == pytest.approx(5e-4)
   assert float(rate(99)) == pytest.approx(1e-3) and float(rate(100)) == pytest.approx(1e-3)
-  assert float(rate(1850)) == pytest.approx(5e-4, rel=1e-5)  # half way down the cosine
-  assert float(rate(3600)) == pytest.approx(0.0, abs=1e-12)
+  assert float(rate(2300)) == pytest.approx(5e-4, rel=1e-5)  # half way down the cosine
+  assert float(rate(4500)) == pytest.approx(0.0, abs=1e-12)
   builds = {c.name: c for c in sdb.BUILDER_CONFIGS}
   assert builds["octant_large"].num_train == 1600
