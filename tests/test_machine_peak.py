@@ -32,6 +32,20 @@ def test_peak_from_flags(flags, lanes, flop_per_cycle):
   assert f"{peak.gflops:.0f} GFLOP/s" in peak.describe()
 
 
+@pytest.mark.parametrize("vendor,family,flop_per_cycle", [
+    ("AuthenticAMD", 25, 32),   # Zen 4: AVX-512 on 256-bit pipes
+    ("AuthenticAMD", 26, 64),   # Zen 5: 512-bit pipes
+    ("GenuineIntel", 6, 64),
+])
+def test_avx512_on_half_width_pipes(vendor, family, flop_per_cycle):
+  text = (f"vendor_id\t: {vendor}\ncpu family\t: {family}\n"
+          + _CPUINFO.format(mhz="2600.0", flags="avx avx2 fma avx512f"))
+  peak = machine_peak.parse_cpuinfo(text, cores=2)
+  assert peak.lanes == 16 and peak.flop_per_cycle == flop_per_cycle
+  assert peak.gflops == pytest.approx(2 * 2.6 * flop_per_cycle)
+  assert ("256-bit pipes" in peak.describe()) == (flop_per_cycle == 32)
+
+
 def test_first_processor_wins_and_missing_clock_is_refused():
   peak = machine_peak.parse_cpuinfo(_CPUINFO.format(mhz="3000.0", flags="avx2 fma"), cores=4,
                                     fma_units=1)
