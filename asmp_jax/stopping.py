@@ -4,7 +4,9 @@
 build, restore, compilation), SIGTERM raises :class:`Stopped` where the program is, which unwinds
 to :func:`asmp_jax.train.train_and_evaluate`: nothing has been saved yet that a rerun could not
 redo, so the run ends with a message and exit status 0. Once the loop runs (:func:`defer`), SIGTERM
-only sets a flag; the loop then saves a checkpoint at the next step boundary and stops.
+only sets a flag; the loop then saves a checkpoint at the next step boundary and stops. After the
+loop has saved its last checkpoint (:func:`undefer`), SIGTERM raises again: the final evaluation
+is stopped where it is, since a rerun restores that checkpoint and evaluates it from the start.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def stage(name: str) -> None:
 def defer() -> None:
   """From now on SIGTERM only sets the flag :func:`requested` reads."""
   _STATE.deferred = True
+
+
+def undefer(name: str) -> None:
+  """From now on SIGTERM raises :class:`Stopped` again, naming ``name`` (after the training loop's
+  last checkpoint is saved); raises at once if SIGTERM arrived in between."""
+  _STATE.deferred = False
+  stage(name)
 
 
 def reset() -> None:

@@ -359,6 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     return _train_and_evaluate(config, workdir, outcome)
   except stopping.Stopped as stop:
+    outcome.update(stopped=True, results=None)
     logging.warning("Stopped by SIGTERM while %s; nothing was lost: rerun the same command to "
                     "continue.", stop.args[0] if stop.args else "starting")
     return None
@@ -406,6 +407,7 @@ def _train_and_evaluate(config, workdir, outcome):
   wall["train"], t0 = time.time() - t0, time.time()
   outcome.update(steps=int(state.step), stopped=bool(stopped))
   if not stopped and config.eval.num_pairs > 0:
+    stopping.undefer(f"evaluating the {config.eval.split} split (the final checkpoint is saved)")
     from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
     results = evaluate.evaluate(
         state, model, config, datasets.data_source(data.builder, config.eval.split),

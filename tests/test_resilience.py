@@ -106,6 +106,50 @@ def test_sigterm_saves_exits_zero_then_resume(tiny_data_dir, tmp_path, reference
   _compare(workdir, reference)
 
 
+@pytest.mark.slow
+def test_sigterm_during_the_final_evaluation_stops_it_and_the_rerun_evaluates(tiny_data_dir,
+                                                                              tmp_path,
+                                                                              monkeypatch):
+  """SIGTERM after the loop saved its last checkpoint stops the final evaluation where it is (no
+  run record: the outcome says stopped); the same call then restores that checkpoint, trains
+  nothing and evaluates."""
+  from asmp_jax import evaluate, stopping, train  # pylint: disable=g-import-not-at-top
+  import configs.synthetic_tiny as tiny  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(stopping._STATE, "installed", False)  # pylint: disable=protected-access
+  previous = signal.getsignal(signal.SIGTERM)
+  config = tiny.get_config()
+  config.data.data_dir = tiny_data_dir
+  config.train.num_train_steps = 2
+  config.eval.num_pairs = 2
+  workdir = str(tmp_path / "run")
+  real_evaluate = evaluate.evaluate
+  calls = []
+
+  def preempted(*args, **kwargs):
+    calls.append("preempted")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises in this frame before the sleep ends
+    calls.append("not stopped")
+    return real_evaluate(*args, **kwargs)
+
+  try:
+    monkeypatch.setattr(evaluate, "evaluate", preempted)
+    outcome = {}
+    assert train.train_and_evaluate(config, workdir, outcome) is None
+    assert calls == ["preempted"]
+    assert outcome["stopped"] and outcome["results"] is None and outcome["steps"] == 2
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "2"
+    assert not [f for f in os.listdir(workdir) if f.startswith("eval_test")]
+    monkeypatch.setattr(evaluate, "evaluate", real_evaluate)
+    outcome = {}
+    state = train.train_and_evaluate(config, workdir, outcome)
+    assert int(state.step) == 2 and outcome["start_step"] == 2 and not outcome["stopped"]
+    assert outcome["results"] is not None
+    assert os.path.exists(os.path.join(workdir, "eval_test_step2.json"))
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def _corrupt(checkpoint_dir):
   """Overwrites every file of a checkpoint's train state with bytes of the same length."""
   for root, _, files in os.walk(os.path.join(checkpoint_dir, "state")):
