@@ -182,11 +182,7 @@ def cyclic_mask_loss(masks: Array, source_mask: Array, target: Array,
     over the videos of an example.
   """
   m = source_mask.astype(masks.dtype)[..., None, None]
-  diff = jnp.abs(jnp.sum(masks * m, axis=2) - target)
-  if weight is not None:
-    diff = diff * weight
-  per_example = jnp.sum(jnp.mean(diff, axis=(-2, -1)), axis=-1)
-  return _mean(per_example), per_example
+  return _per_video_mean(jnp.abs(jnp.sum(masks * m, axis=2) - target), weight)
 
 
 def cyclic_bce_loss(mask_logits: Array, source_mask: Array, target: Array,
@@ -211,10 +207,15 @@ def cyclic_bce_loss(mask_logits: Array, source_mask: Array, target: Array,
   log_not_p = -jnp.sum(jax.nn.softplus(mask_logits.astype(jnp.float32)) * m, axis=2)
   # Clamped only where every valid logit is below about -69 (float32 softplus near underflow).
   log_p = jnp.log(-jnp.expm1(jnp.minimum(log_not_p, -1e-30)))
-  bce = -(target * log_p + (1.0 - target) * log_not_p)
+  return _per_video_mean(-(target * log_p + (1.0 - target) * log_not_p), weight)
+
+
+def _per_video_mean(per_bin: Array, weight: Array | None) -> tuple[Array, Array]:
+  """``(loss, per_example [B])`` from per-bin losses ``[B, U, H, W]``: each video's (weighted) mean
+  over its bins, summed over the videos of an example; the loss is the mean over examples."""
   if weight is not None:
-    bce = bce * weight
-  per_example = jnp.sum(jnp.mean(bce, axis=(-2, -1)), axis=-1)
+    per_bin = per_bin * weight
+  per_example = jnp.sum(jnp.mean(per_bin, axis=(-2, -1)), axis=-1)
   return _mean(per_example), per_example
 
 
