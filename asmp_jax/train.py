@@ -406,15 +406,17 @@ def _train_and_evaluate(config, workdir, outcome):
   mngr.close()
   wall["train"], t0 = time.time() - t0, time.time()
   outcome.update(steps=int(state.step), stopped=bool(stopped))
-  if not stopped and config.eval.num_pairs > 0:
-    stopping.undefer(f"evaluating the {config.eval.split} split (the final checkpoint is saved)")
-    from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
-    results = evaluate.evaluate(
-        state, model, config, datasets.data_source(data.builder, config.eval.split),
-        config.eval.split, workdir,
-        train_labels=datasets.direction_labels(data.train_src, config.model),
-        writer=writer, step=int(state.step))
-    wall["eval"], outcome["results"] = time.time() - t0, results
-    logging.info("Result at step %d: %s", int(state.step), summary.final_line(results))
-  writer.close()
+  try:  # the writer is flushed also when SIGTERM stops the final evaluation
+    if not stopped and config.eval.num_pairs > 0:
+      stopping.undefer(f"evaluating the {config.eval.split} split (the final checkpoint is saved)")
+      from asmp_jax import evaluate  # pylint: disable=g-import-not-at-top
+      results = evaluate.evaluate(
+          state, model, config, datasets.data_source(data.builder, config.eval.split),
+          config.eval.split, workdir,
+          train_labels=datasets.direction_labels(data.train_src, config.model),
+          writer=writer, step=int(state.step))
+      wall["eval"], outcome["results"] = time.time() - t0, results
+      logging.info("Result at step %d: %s", int(state.step), summary.final_line(results))
+  finally:
+    writer.close()
   return state

@@ -9,8 +9,8 @@ Two FMA pipes per core is assumed for AVX2/AVX-512 x86 cores (Zen 2-5, Skylake-S
 ``--fma_units`` overrides it. AMD's family 25 (Zen 3 and Zen 4; only Zen 4 has AVX-512) runs a
 512-bit instruction on its two 256-bit halves, so its FMA pipes still do 8 fp32 lanes per cycle
 each (A. J. Yee, "Zen5's AVX512 Teardown", numberworld.org, 2024: Zen 4 "double-pumps" 512-bit
-instructions into the 256-bit hardware of Zen 3; Zen 5 widened it). Returns the derivation as text so that every figure printed with it
-says how it was obtained.
+instructions into the 256-bit hardware of Zen 3; Zen 5 widened it). Returns the derivation as
+text so that every figure printed with it says how it was obtained.
 
   python bench/machine_peak.py
 """
@@ -47,7 +47,7 @@ class Peak:
     fma = "2 (FMA)" if self.fma else "1 (no FMA)"
     lanes = f"{self.lanes} fp32 lanes"
     if self.pipe_lanes < self.lanes:
-      lanes = f"{self.pipe_lanes} fp32 lanes per cycle (256-bit pipes)"
+      lanes = f"{self.pipe_lanes} fp32 lanes per cycle ({32 * self.pipe_lanes}-bit pipes)"
     return (f"{self.cores} cores x {self.clock_ghz:.2f} GHz x {self.flop_per_cycle} FLOP/cycle "
             f"({self.isa}: {lanes} x {fma} x {self.fma_units} FMA units) "
             f"= {self.gflops:.0f} GFLOP/s fp32 peak")
