@@ -81,17 +81,21 @@ def test_detector_matches_torchvision_and_gives_2048d_region_features(weights):
   ref.load_state_dict(torch.load(weights["detector"], weights_only=True))
   ref.eval()
   imgs = [detector_lib.to_tensor(f[None])[0] for f in x]
-  with torch.no_grad():
-    lib = ref(imgs)
-    images, _ = ref.transform(imgs)
-    c5 = ref.backbone.body(images.tensors)["3"]  # layer4: 2048 channels, stride 32
+  lib, c5, sizes = [], [], []
+  with torch.no_grad():  # in the detector's batches (2, then 1): the same kernels, the same sums
+    for batch in (imgs[:2], imgs[2:]):
+      lib += ref(batch)
+      images, _ = ref.transform(batch)
+      c5.append(ref.backbone.body(images.tensors)["3"])  # layer4: 2048 channels, stride 32
+      sizes += images.image_sizes
+  c5 = torch.cat(c5)
   assert c5.shape[1] == 2048
   for t, d in enumerate(lib):
     sel = out.frame == t
     np.testing.assert_allclose(out.box[sel], d["boxes"].numpy(), rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(out.label[sel], d["labels"].numpy())
     np.testing.assert_allclose(out.score[sel], d["scores"].numpy(), rtol=1e-4, atol=1e-6)
-    rh, rw = (images.image_sizes[t][0] / 48, images.image_sizes[t][1] / 64)
+    rh, rw = (sizes[t][0] / 48, sizes[t][1] / 64)
     boxes = d["boxes"] * torch.tensor([rw, rh, rw, rh])
     pooled = ops.roi_align(c5[t:t + 1], [boxes], 7, spatial_scale=1 / 32, sampling_ratio=2,
                            aligned=True).mean((2, 3))
