@@ -162,14 +162,12 @@ def separation_fn(model):
 
 def _run(fn, variables, elems: list[dict[str, np.ndarray]], batch_size: int
          ) -> dict[str, np.ndarray]:
-  outs = []
-  for i in range(0, len(elems), batch_size):
-    chunk = elems[i:i + batch_size]
-    pad = batch_size - len(chunk)
-    chunk = chunk + [chunk[-1]] * pad              # one compiled batch size
-    batch = {k: np.stack([c[k] for c in chunk]) for k in chunk[0]}
-    out = jax.device_get(fn(variables, batch))
-    outs.append({k: v[:batch_size - pad] for k, v in out.items()})
+  """``fn`` on ``elems`` in fixed-size batches (`sliding_window.slide`), outputs concatenated."""
+  def make_batch(idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: np.stack([elems[int(i)][k] for i in idx]) for k in elems[0]}
+
+  outs = [out for _, _, out in sliding_window.slide(
+      lambda batch: fn(variables, batch), np.arange(len(elems)), batch_size, make_batch)]
   return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
