@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from asmp_jax import media
-from asmp_jax.media.common import _stream_fps
+from asmp_jax.media.common import stream_fps
 
 # (first frame index, uint8 frames [k, H, W, 3], the next frame or None at the end)
 Chunk = tuple[int, np.ndarray, "np.ndarray | None"]
@@ -84,7 +84,7 @@ class VideoFile:
     try:
       with av.open(path, mode="r") as container:
         stream = container.streams.video[0]
-        src_fps = _stream_fps(stream) or fps
+        src_fps = stream_fps(stream) or fps
         self.source_fps = src_fps
         prev = prev_t = t0 = None
         for i, frame in enumerate(container.decode(stream)):

@@ -134,7 +134,9 @@ def _first_stream(path: str, container: Any, kind: str) -> Any:
   return streams[0]
 
 
-def _stream_fps(stream: Any) -> float:
+def stream_fps(stream: Any) -> float:
+  """A PyAV stream's frame rate: its average rate, else the guessed, else the base rate; 0.0 when
+  none is known."""
   rate = stream.average_rate or stream.guessed_rate or stream.base_rate
   return float(rate) if rate else 0.0
 
@@ -191,7 +193,7 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
       duration = max(durations, default=0.0)
     return {
         "duration": float(duration),
-        "fps": _stream_fps(video) if video is not None else None,
+        "fps": stream_fps(video) if video is not None else None,
         "width": int(vcc.width) if vcc is not None else None,
         "height": int(vcc.height) if vcc is not None else None,
         "num_frames": int(video.frames) if video is not None else None,

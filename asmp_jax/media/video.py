@@ -15,7 +15,7 @@ from asmp_jax.media.common import _check_readable
 from asmp_jax.media.common import _ffmpeg_reason
 from asmp_jax.media.common import _first_stream
 from asmp_jax.media.common import _open_input
-from asmp_jax.media.common import _stream_fps
+from asmp_jax.media.common import stream_fps
 from asmp_jax.media.common import MediaError
 
 # Default audio codec for the containers write_video knows how to mux sound into.
@@ -67,7 +67,7 @@ def read_video(path: str | os.PathLike[str],
   frames: list[np.ndarray] = []
   with _open_input(path) as container:
     stream = _first_stream(path, container, "video")
-    fps = _stream_fps(stream)
+    fps = stream_fps(stream)
     try:
       for frame in container.decode(stream):
         rgb = frame.reformat(format="rgb24", interpolation=RGB_FLAGS, threads=1)
